@@ -1,0 +1,1 @@
+"""forge: PyTorch-native RL post-training of language models."""
