@@ -33,8 +33,11 @@ if ! command -v bwrap >/dev/null 2>&1; then
   fi
 fi
 
+# The machine's pip config lists local file indexes that do not hold every project; pip warns once per package.
+pip_quiet() { "$@" 2>&1 | { grep -v "^WARNING: Location .* is ignored" || true; }; }
+
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip install -q --progress-bar off)
+PIP=(pip_quiet "$VENV/bin/python" -m pip install -q --progress-bar off)
 # The CPU build of torch 2.13.0 lies in /opt/wheels on the project's machines; elsewhere PyTorch's CPU index has it.
 FIND=()
 if [[ -d /opt/wheels ]]; then FIND=(--find-links /opt/wheels); fi
