@@ -78,6 +78,11 @@ class TextTrainBatch:
     target_ids: torch.Tensor  # [B, T] int64; target_ids[:, t] = the token after input_ids[:, t]
     target_mask: torch.Tensor  # [B, T] 1 where the target is trained on
     target_weights: torch.Tensor | None = None  # [B, T] per-token weights (None = 1)
+    # [B, T] int64 position of each input token within its own document, restarting at 0 where a packed row starts
+    # a new one (forge.data.sft.pack_sft). Pass it to an HF model with attention_mask=None and use_cache=False:
+    # transformers then builds a block-diagonal causal mask from the restarts, so packed documents never attend to
+    # each other (with a KV cache it skips that detection). None = 0..T-1.
+    position_ids: torch.Tensor | None = None
 
 
 @dataclass

@@ -1,0 +1,97 @@
+"""Reap vLLM's engine processes when the process that owns the engine dies without shutting it down.
+
+vLLM's EngineCore and worker processes survive a SIGKILLed owner (measured: still running 32 s later, FACTS.md
+"vLLM on CPU"). The owner cannot clean up after a SIGKILL, so after the engine has started it launches this small
+watchdog process with the engine's process ids. The watchdog polls its parent; when the parent is gone (its parent
+id changes) it kills the recorded processes — checking each one's start time first, so a recycled pid is never
+hit — and exits. On a clean shutdown the owner terminates the watchdog itself.
+
+Run as ``python -m forge.engines.generation.reaper <owner pid> <pid>:<create time> ...``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def engine_descendants() -> list[tuple[int, float]]:
+    """(pid, create time) of every descendant of this process (the engine's subprocesses, once started)."""
+    import psutil
+
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            out.append((p.pid, p.create_time()))
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def start_reaper(pids: list[tuple[int, float]]) -> subprocess.Popen | None:
+    """Launch the watchdog for ``pids``; returns its handle (terminate it on a clean shutdown)."""
+    if not pids:
+        return None
+    args = [sys.executable, "-m", "forge.engines.generation.reaper", str(os.getpid())]
+    args += [f"{pid}:{ct!r}" for pid, ct in pids]
+    # start_new_session: the watchdog must not die with the owner's process group when the owner is killed.
+    return subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop_reaper(proc: subprocess.Popen | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _kill(pids: list[tuple[int, float]]) -> None:
+    import psutil
+
+    procs = []
+    for pid, ct in pids:
+        try:
+            p = psutil.Process(pid)
+            if abs(p.create_time() - ct) < 1e-3:  # the same process, not a recycled pid
+                procs.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+
+
+def main(argv: list[str]) -> None:
+    owner = int(argv[0])
+    pids = [(int(a.split(":")[0]), float(a.split(":")[1])) for a in argv[1:]]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # clean shutdown by the owner: leave the engine be
+    while True:
+        try:
+            os.kill(owner, 0)
+            alive = True
+        except ProcessLookupError:
+            alive = False
+        if not alive or _is_zombie(owner):
+            _kill(pids)
+            return
+        time.sleep(0.5)
+
+
+def _is_zombie(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

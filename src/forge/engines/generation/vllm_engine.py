@@ -1,0 +1,199 @@
+"""The vLLM generation engine: vLLM's public ``AsyncLLM`` plus in-flight weight updates from ``forge.store``.
+
+Generation: every ``generate`` call is one vLLM request (``n`` samples); concurrent calls are batched by vLLM's
+continuous batching. Outputs are requested ``FINAL_ONLY`` (with vLLM's default streaming kind the last output
+sometimes held fewer than ``n`` completions, FACTS.md) and with ``logprobs=0``, the sampled token's log-prob.
+
+Weight updates without draining (issue 5): ``update_weights(v)`` waits until version ``v`` is complete in the
+store (generation keeps running meanwhile), then
+
+    pause_generation(mode="keep")           in-flight requests are frozen in place, not aborted
+      (clear_cache=True)                    KV and prefix caches are dropped: frozen requests recompute their
+                                            prefix with the new weights on resume, and no stale prefix is reused
+    collective_rpc("reload_weights", weights_path=<store folder>)   safetensors in /dev/shm, read in place
+    update_weight_version(str(v))           vLLM labels every token sampled from now on with v
+    resume_generation()
+
+Which version a completion reports: vLLM records, per completion, the spans of output tokens sampled under each
+weight label (``CompletionOutput.weight_versions``). ``Completion.generator_version`` is the label of the first
+response token, ``generator_version_last`` that of the last one (see ``forge.types.Completion``).
+
+Log-probs are those of the distribution actually sampled from (vLLM ``logprobs_mode="processed_logprobs"``:
+after temperature / top-k / top-p) unless ``engine_args`` sets ``logprobs_mode``.
+
+Process hygiene: vLLM's EngineCore and workers survive a SIGKILLed owner, so a watchdog (``reaper.py``) is started
+with their pids and kills them if this process dies without ``shutdown()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from forge.engines.generation.config import GeneratorConfig, encode_prompt, load_tokenizer, merge_sampling
+from forge.engines.generation.reaper import engine_descendants, start_reaper, stop_reaper
+from forge.types import Completion
+
+logger = logging.getLogger(__name__)
+
+# Engine defaults forge needs; the user's engine_args override them.
+_ENGINE_DEFAULTS = {"logprobs_mode": "processed_logprobs", "disable_log_stats": True}
+
+
+def completion_from_output(prompt: Any, prompt_ids: list[int], out, default_version: int) -> Completion:
+    """A ``forge.types.Completion`` from one ``vllm.CompletionOutput`` (sampled-token log-probs requested)."""
+    token_ids = list(out.token_ids)
+    if out.logprobs is None:
+        raise RuntimeError("vLLM returned no logprobs; the request must set logprobs >= 0")
+    logprobs = [float(pos[tok].logprob) for pos, tok in zip(out.logprobs, token_ids)]
+    spans = out.weight_versions or []
+    first = int(spans[0].version) if spans else default_version
+    last = int(spans[-1].version) if spans else default_version
+    return Completion(
+        prompt=prompt,
+        text=out.text,
+        prompt_ids=list(prompt_ids),
+        token_ids=token_ids,
+        logprobs=logprobs,
+        stop_reason=out.finish_reason,
+        generator_version=first,
+        generator_version_last=last,
+        metadata={"stop": out.stop_reason} if out.stop_reason is not None else {},
+    )
+
+
+class VLLMEngine:
+    """``AsyncLLM`` with forge's prompt handling, ``Completion`` records and store-backed weight updates."""
+
+    def __init__(self, config: GeneratorConfig):
+        self.config = config
+        self.version = config.initial_version
+        self.engine = None
+        self.tokenizer = None
+        self._update_lock = asyncio.Lock()
+        self._reaper = None
+        self._engine_pids: list[tuple[int, float]] = []
+        self.last_update: dict[str, float] = {}
+
+    async def start(self) -> None:
+        """Start the engine (tens of seconds on CPU) and the watchdog that reaps it if this process dies."""
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = {**_ENGINE_DEFAULTS, **self.config.engine_args}
+        self.tokenizer = load_tokenizer(self.config.engine_args)
+        before = set(engine_descendants())
+        # The engine start blocks for tens of seconds: run it off the event loop so the process keeps answering
+        # (a Monarch actor's loop also serves supervision and cleanup). AsyncLLM starts its output handler lazily
+        # on the first request when built outside a running loop.
+        self.engine = await asyncio.to_thread(AsyncLLM.from_engine_args, AsyncEngineArgs(**args))
+        self._engine_pids = [p for p in engine_descendants() if p not in before]
+        logger.info("vLLM engine processes: %s", _describe(self._engine_pids))
+        await self.engine.update_weight_version(str(self.version))
+        self._reaper = start_reaper(self._engine_pids)
+
+    def _sampling(self, override: Any):
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        sp = merge_sampling(self.config.sampling_params, override)
+        sp["output_kind"] = RequestOutputKind.FINAL_ONLY
+        if sp.get("logprobs") is None:
+            sp["logprobs"] = 0  # the sampled token's log-prob only
+        return SamplingParams(**sp)
+
+    async def generate(self, prompt: Any, sampling_params: Any = None) -> list[Completion]:
+        """``n`` completions of ``prompt`` (text, token ids or chat messages)."""
+        if self.engine is None:
+            raise RuntimeError("VLLMEngine.generate called before start()")
+        prompt_ids = encode_prompt(self.tokenizer, prompt)
+        sp = self._sampling(sampling_params)
+        final = None
+        async for out in self.engine.generate({"prompt_token_ids": prompt_ids}, sp, uuid.uuid4().hex):
+            final = out
+        if final is None or len(final.outputs) != sp.n:
+            got = 0 if final is None else len(final.outputs)
+            raise RuntimeError(f"vLLM returned {got} completions for n={sp.n}")
+        outs = sorted(final.outputs, key=lambda o: o.index)
+        return [completion_from_output(prompt, prompt_ids, o, self.version) for o in outs]
+
+    async def update_weights(self, version: int) -> dict[str, float]:
+        """Load policy ``version`` from the store without draining; returns timings (seconds)."""
+        import forge.store as ws
+
+        async with self._update_lock:
+            if version <= self.version:
+                logger.info("update_weights(%d): already serving version %d", version, self.version)
+                return {}
+            t0 = time.perf_counter()
+            folder = await ws.wait_complete(ws.policy_prefix(version), timeout=self.config.update_timeout_s)
+            t1 = time.perf_counter()
+            await self.engine.pause_generation(mode="keep", clear_cache=True)
+            t2 = time.perf_counter()
+            try:
+                await self.engine.collective_rpc("reload_weights", kwargs={"weights_path": folder})
+                await self.engine.update_weight_version(str(version))
+                self.version = version
+            finally:
+                t3 = time.perf_counter()
+                await self.engine.resume_generation()
+            t4 = time.perf_counter()
+            self.last_update = {"wait_store_s": t1 - t0, "pause_s": t2 - t1, "reload_s": t3 - t2,
+                                "resume_s": t4 - t3, "paused_s": t4 - t1}
+            return self.last_update
+
+    def vllm_config(self):
+        """The engine's ``VllmConfig``."""
+        return self.engine.vllm_config
+
+    async def shutdown(self, grace_s: float = 0.5) -> None:
+        """Stop the engine and its processes within about ``grace_s`` seconds; idempotent.
+
+        Quick on purpose: Monarch cancels an actor's ``__cleanup__`` after a short deadline, and vLLM's CPU
+        EngineCore often ignores SIGTERM for seconds; whatever is left after the grace period is killed.
+        """
+        if self.engine is not None:
+            engine, self.engine = self.engine, None
+            try:
+                await asyncio.to_thread(engine.shutdown, grace_s)
+            finally:
+                _kill_remaining(self._engine_pids, timeout=grace_s)
+        stop_reaper(self._reaper)
+        self._reaper = None
+
+
+def _describe(pids: list[tuple[int, float]]) -> str:
+    import psutil
+
+    out = []
+    for pid, _ in pids:
+        try:
+            out.append(f"{pid}:{psutil.Process(pid).name()}")
+        except psutil.NoSuchProcess:
+            out.append(f"{pid}:gone")
+    return ", ".join(out)
+
+
+def _kill_remaining(pids: list[tuple[int, float]], timeout: float) -> None:
+    """Wait up to ``timeout`` for the engine's processes to exit after shutdown; kill the stragglers."""
+    import psutil
+
+    procs = []
+    for pid, ctime in pids:
+        try:
+            p = psutil.Process(pid)
+            if abs(p.create_time() - ctime) < 1e-3:  # not a recycled pid
+                procs.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for p in alive:
+        logger.info("vLLM process %d still alive %.1fs after shutdown; killing it", p.pid, timeout)
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=1.0)  # reap our direct children so no zombie is left

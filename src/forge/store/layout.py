@@ -1,0 +1,171 @@
+"""The on-disk layout of a store part file: a plain safetensors file, written in place by every rank.
+
+A *part* is one safetensors file holding a fixed set of full (unsharded) tensors. Its header depends only on the
+tensors' names, global shapes and dtypes, which every rank of a sharded trainer knows from its DTensors' metadata.
+So every rank computes the same header, maps the same file, and copies *its own shard* straight into the byte range
+the full tensor occupies: no gather, no staging buffer, one copy from trainer memory into shared memory. The result
+is an ordinary safetensors file that vLLM's ``reload_weights(weights_path=...)`` and ``safetensors.safe_open`` read
+as is.
+
+Format (https://github.com/huggingface/safetensors): 8-byte little-endian header length N, N bytes of JSON
+(``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}``), then the tensors' bytes,
+contiguous, with no gaps (the reader rejects holes). Tensors are laid out by decreasing element size so that each
+one starts at an offset aligned to its element size (the data section starts 8-aligned).
+
+Not covered: ``Partial`` DTensor placements (reduce them before putting), and sub-byte dtypes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+
+import torch
+
+DTYPE_TO_ST = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+    torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e5m2: "F8_E5M2",
+}
+ST_TO_DTYPE = {v: k for k, v in DTYPE_TO_ST.items()}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Where one full tensor lives inside a part file."""
+
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    begin: int  # byte offset of the first element, relative to the data section
+    end: int  # byte offset one past the last element
+
+
+@dataclass(frozen=True)
+class PartHeader:
+    """The parsed header of a part file."""
+
+    tensors: dict[str, TensorSpec]
+    data_start: int  # absolute byte offset of the data section
+    file_size: int  # total bytes of the file
+
+    def header_bytes(self) -> bytes:
+        return _encode_header(self.tensors, self.data_start)
+
+
+def _encode_header(tensors: dict[str, TensorSpec], data_start: int | None = None) -> bytes:
+    meta: dict = {"__metadata__": {"format": "pt", "writer": "forge.store"}}
+    for name, s in tensors.items():
+        meta[name] = {"dtype": DTYPE_TO_ST[s.dtype], "shape": list(s.shape), "data_offsets": [s.begin, s.end]}
+    body = json.dumps(meta, separators=(",", ":")).encode()
+    pad = (-(8 + len(body))) % 8  # the data section starts 8-aligned
+    body += b" " * pad
+    if data_start is not None and 8 + len(body) != data_start:
+        raise RuntimeError(f"header length changed: {8 + len(body)} != {data_start}")
+    return struct.pack("<Q", len(body)) + body
+
+
+def plan_part(metas: dict[str, tuple[torch.dtype, tuple[int, ...]]]) -> PartHeader:
+    """Lay out full tensors ``{name: (dtype, global_shape)}``; deterministic, so every rank gets the same plan."""
+    for name, (dtype, _) in metas.items():
+        if dtype not in DTYPE_TO_ST:
+            raise TypeError(f"forge.store cannot store {name!r} of dtype {dtype}; supported: {sorted(map(str, DTYPE_TO_ST))}")
+    order = sorted(metas, key=lambda n: (-metas[n][0].itemsize, n))
+    tensors: dict[str, TensorSpec] = {}
+    off = 0
+    for name in order:
+        dtype, shape = metas[name]
+        nbytes = dtype.itemsize * _numel(shape)
+        tensors[name] = TensorSpec(dtype, tuple(shape), off, off + nbytes)
+        off += nbytes
+    head = _encode_header(tensors)
+    return PartHeader(tensors, len(head), len(head) + off)
+
+
+def part_file_name(names) -> str:
+    """File name of the part holding ``names``: a hash of the sorted names, identical on every rank."""
+    digest = hashlib.sha1("\n".join(sorted(names)).encode()).hexdigest()[:16]
+    return f"part-{digest}.safetensors"
+
+
+def read_header(path: str) -> PartHeader:
+    """Parse a safetensors file's header without touching its data."""
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise ValueError(f"{path} is not a safetensors file (shorter than 8 bytes)")
+        (n,) = struct.unpack("<Q", raw)
+        meta = json.loads(f.read(n))
+        size = os.fstat(f.fileno()).st_size
+    meta.pop("__metadata__", None)
+    tensors = {
+        name: TensorSpec(ST_TO_DTYPE[m["dtype"]], tuple(m["shape"]), m["data_offsets"][0], m["data_offsets"][1])
+        for name, m in meta.items()
+    }
+    return PartHeader(tensors, 8 + n, size)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+class MappedPart:
+    """A part file mapped into memory; ``view(name)`` is a zero-copy tensor over the full tensor's bytes."""
+
+    def __init__(self, path: str, header: PartHeader, writable: bool):
+        self.path, self.header = path, header
+        flags = os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY
+        fd = os.open(path, flags, 0o644)
+        try:
+            if writable and os.fstat(fd).st_size != header.file_size:
+                os.ftruncate(fd, header.file_size)  # same size on every rank: idempotent
+            access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
+            self._mm = mmap.mmap(fd, header.file_size, access=access) if header.file_size else None
+        finally:
+            os.close(fd)
+        if self._mm is not None and writable:
+            self._mm[: header.data_start] = header.header_bytes()
+        # torch.frombuffer needs a writable buffer; a read-only map is wrapped through a memoryview cast that
+        # torch accepts with a warning, so reads go through numpy-free byte views instead.
+        self._bytes = (
+            torch.frombuffer(self._mm, dtype=torch.uint8) if self._mm is not None and writable else None
+        )
+        if self._mm is not None and not writable:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "buffer is not writable": we never write it
+                self._bytes = torch.frombuffer(self._mm, dtype=torch.uint8)
+
+    def view(self, name: str) -> torch.Tensor:
+        """The full tensor ``name``: [*shape], backed by the file (no copy)."""
+        s = self.header.tensors[name]
+        start = self.header.data_start + s.begin
+        raw = self._bytes[start : start + (s.end - s.begin)]
+        if s.dtype == torch.bool:
+            return raw.view(torch.bool).view(s.shape)
+        return raw.view(s.dtype).view(s.shape)
+
+    def close(self) -> None:
+        self._bytes = None
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:  # a view still exported: the map is released when the last view dies
+                pass
+            self._mm = None
