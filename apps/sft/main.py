@@ -101,6 +101,10 @@ async def main(cfg: SFTConfig, resume: str | None = None) -> dict[str, Any]:
                     row["eval/accuracy"] = accuracy
                     stopped_early = e.stop_at_accuracy is not None and accuracy >= e.stop_at_accuracy
             logger.log_step(step, row)
+            if "eval/loss" in row and "console" not in cfg.metrics.backends:
+                acc = f" | held-out accuracy {100 * row['eval/accuracy']:.1f}%" if "eval/accuracy" in row else ""
+                print(f"sft step {step}/{s.steps} | loss {row['loss']:.4f} | eval/loss {row['eval/loss']:.4f}{acc}",
+                      flush=True)
             if cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0:
                 path = first(await trainer.save.call(step))
                 state = {"step": step, "trainer_checkpoint": path, "batcher": batcher.state_dict()}
@@ -130,7 +134,9 @@ async def warm_start(config_path: str, cache: Path, overrides: tuple[str, ...] =
     Returns ``(export_dir, info)``; ``info`` says whether it was cached and how long the SFT took.
     """
     cfg = forge.config.load(SFTConfig, config_path, list(overrides))
-    key = hashlib.sha256(forge.config.to_yaml(cfg).encode()).hexdigest()[:16]
+    what = forge.config.to_dict(cfg)
+    what.pop("metrics"), what["run"].pop("runs_dir")  # where logs go does not change the model
+    key = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
     target = cache / "sft" / f"{cfg.run.name}-{key}"
     if (target / "config.json").exists():
         print(f"[forge] SFT warm start: cached {target}", flush=True)

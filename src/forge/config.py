@@ -9,6 +9,11 @@ Defaults live on the dataclass fields (never at call sites). Loading is strict:
 
 All problems found in one load are reported together in one :class:`ConfigError`.
 
+A section given only in part is completed from the field's default *instance* (what the parent dataclass would
+build), not from the nested class's own defaults: with ``eval: EvalSettings = field(default_factory=lambda:
+EvalSettings(dataset=DatasetConfig(split="test")))``, the override ``eval.dataset.max_samples=100`` keeps
+``split="test"``.
+
 Supported field types: ``int``, ``float`` (YAML 1.1 reads ``1e-6`` as a string; it is accepted as a float),
 ``bool``, ``str``, ``pathlib.Path``, ``Optional[X]`` / ``X | None``, other unions (tried in order),
 ``Literal[...]``, ``list[X]``, ``tuple[X, ...]``, ``tuple[X, Y]``, ``dict[K, V]``, ``Any`` and nested dataclasses.
@@ -31,7 +36,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import os
+import re
 import pathlib
 import sys
 import types
@@ -179,6 +186,7 @@ def help_text(cls: type, prefix: str = "") -> str:
     """One line per leaf key: ``key: type = default``, nested dataclasses expanded."""
     lines = []
     hints = _hints(cls)
+    comments = _field_comments(cls)
     for f in dataclasses.fields(cls):
         key, tp = prefix + f.name, hints[f.name]
         sub = _dataclass_in(tp)
@@ -187,8 +195,24 @@ def help_text(cls: type, prefix: str = "") -> str:
             continue
         default = _field_default(f)
         shown = "(required)" if default is _MISSING else f"= {default!r}"
-        lines.append(f"  --{key}: {_type_name(tp)} {shown}")
+        comment = comments.get(f.name)
+        lines.append(f"  --{key}: {_type_name(tp)} {shown}" + (f"  # {comment}" if comment else ""))
     return "\n".join(lines)
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """The trailing ``# comment`` of each field's line in the class source (the house style's field docs)."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):  # classes built at run time have no source
+            continue
+        for m in re.finditer(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", source, flags=re.MULTILINE):
+            out[m.group(1)] = m.group(2).strip()
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -290,7 +314,9 @@ def _field_default(f: dataclasses.Field) -> Any:
     return _MISSING
 
 
-def _build_dataclass(cls: type, data: Any, path: str, errors: list[str]) -> Any:
+def _build_dataclass(cls: type, data: Any, path: str, errors: list[str], base: Any = None) -> Any:
+    """``cls`` from mapping ``data``; keys it lacks come from ``base`` (the field's default instance) when given,
+    so ``eval.dataset.max_samples=9`` keeps the other values of ``eval``'s default dataset, not the class's."""
     if dataclasses.is_dataclass(data) and isinstance(data, cls):
         return data
     if not isinstance(data, Mapping):
@@ -306,12 +332,13 @@ def _build_dataclass(cls: type, data: Any, path: str, errors: list[str]) -> Any:
         if not f.init:
             continue
         sub = _join(path, f.name)
+        default = getattr(base, f.name) if isinstance(base, cls) else _field_default(f)
         if f.name in data:
-            kwargs[f.name] = _coerce(data[f.name], hints[f.name], sub, errors)
-        elif _field_default(f) is _MISSING:
+            kwargs[f.name] = _coerce(data[f.name], hints[f.name], sub, errors, base=default)
+        elif default is _MISSING:
             errors.append(f"{sub}: missing required key (expected {_type_name(hints[f.name])})")
         else:
-            kwargs[f.name] = _coerce_default(_field_default(f), hints[f.name], sub, errors)
+            kwargs[f.name] = _coerce_default(default, hints[f.name], sub, errors)
     if len(errors) > n_before or any(k not in hints for k in data):
         return None
     try:
@@ -328,18 +355,20 @@ def _coerce_default(value: Any, tp: Any, path: str, errors: list[str]) -> Any:
     return value
 
 
-def _coerce(value: Any, tp: Any, path: str, errors: list[str]) -> Any:
-    """Check ``value`` against ``tp`` and convert it (CLI text, ``1e-6`` strings, lists → tuples...)."""
+def _coerce(value: Any, tp: Any, path: str, errors: list[str], base: Any = None) -> Any:
+    """Check ``value`` against ``tp`` and convert it (CLI text, ``1e-6`` strings, lists → tuples...).
+    ``base``: the default being replaced (a nested dataclass section fills missing keys from it)."""
     if tp is Any or tp is object:
         return _freeze(_parse_cli_value(value))
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is Union or origin is types.UnionType:
-        return _coerce_union(value, args, tp, path, errors)
+        return _coerce_union(value, args, tp, path, errors, base)
     if origin is Literal:
         return _coerce_literal(value, args, path, errors)
     if dataclasses.is_dataclass(tp):
-        return _build_dataclass(tp, _parse_cli_value(value) if isinstance(value, _CliText) else value, path, errors)
+        raw = _parse_cli_value(value) if isinstance(value, _CliText) else value
+        return _build_dataclass(tp, raw, path, errors, base)
     if origin in (list, tuple, Sequence) or tp in (list, tuple):
         return _coerce_sequence(value, tp, origin, args, path, errors)
     if origin in (dict, Mapping) or tp in (dict, Mapping):
@@ -369,7 +398,7 @@ def _coerce(value: Any, tp: Any, path: str, errors: list[str]) -> Any:
     return value  # an annotation forge does not check (e.g. a Protocol): passed through as given
 
 
-def _coerce_union(value: Any, args: tuple, tp: Any, path: str, errors: list[str]) -> Any:
+def _coerce_union(value: Any, args: tuple, tp: Any, path: str, errors: list[str], base: Any = None) -> Any:
     non_none = [a for a in args if a is not type(None)]
     if type(None) in args:
         raw = _parse_cli_value(value) if isinstance(value, _CliText) else value
@@ -377,11 +406,11 @@ def _coerce_union(value: Any, args: tuple, tp: Any, path: str, errors: list[str]
             return None
     for arg in non_none:
         trial: list[str] = []
-        out = _coerce(value, arg, path, trial)
+        out = _coerce(value, arg, path, trial, base)
         if not trial:
             return out
     if len(non_none) == 1:  # Optional[X]: report X's own message (more specific)
-        return _coerce(value, non_none[0], path, errors)
+        return _coerce(value, non_none[0], path, errors, base)
     return _type_error(path, value, tp, errors)
 
 

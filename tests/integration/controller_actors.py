@@ -60,9 +60,16 @@ class Echo(ForgeActor):
     async def crash(self, code: int = 13) -> None:
         os._exit(code)
 
+    @endpoint
+    async def spawn_child(self) -> int:
+        """Start a detached `sleep` (own session, like an engine's worker); returns its pid."""
+        import subprocess
+
+        return subprocess.Popen(["sleep", "600"], start_new_session=True).pid
+
     @concurrent_endpoint
     async def freeze(self, seconds: float) -> None:
-        time.sleep(seconds)  # blocks the actor's event loop: the replica stops answering pings
+        time.sleep(seconds)  # noqa: ASYNC251 - on purpose: blocks the loop, so the replica stops answering pings
 
 
 def _raise_value_error_deep_inside(msg: str) -> None:

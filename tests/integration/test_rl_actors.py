@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+import forge.actors.reward
 from forge.actors.replay_buffer import ReplayBuffer
-from forge.actors.reward import RewardActor
-from forge.rl.grading import FormatReward, MathReward, WeightedReward
+from forge.rl.grading import FormatReward, MathReward, RewardActor, WeightedReward  # the seeds' import path
 from forge.types import Episode
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -18,8 +18,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 @pytest.fixture(autouse=True)
 def _actor_processes_can_import_this_module(monkeypatch):
-    # BoxedExactReward is defined here; Monarch's processes import it by module name (test_rl_actors), and pytest
-    # put this folder on sys.path only in the controller. Spawned processes inherit the environment.
+    # BoxedExactReward is defined here; Monarch's processes import it by module name (test_rl_actors), and
+    # pytest put this folder on sys.path only in the controller. Spawned processes inherit the environment.
     here = str(Path(__file__).resolve().parent)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p))
 
@@ -81,6 +81,7 @@ async def test_replay_buffer_actor_samples_evicts_and_restores():
 
 
 async def test_reward_service_with_a_grader_and_a_seed_style_subclass():
+    assert RewardActor is forge.actors.reward.RewardActor  # lazily re-exported by forge.rl.grading
     grader = WeightedReward({"math": (MathReward(), 1.0), "format": (FormatReward(), 0.5)})
     reward = await RewardActor.options(procs=1, num_replicas=2).as_service(grader=grader)
     custom = await BoxedExactReward.options(procs=1).as_actor()

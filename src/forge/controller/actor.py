@@ -26,9 +26,11 @@ the built-in `setup` and `_forge_ping` are async). Endpoints that must overlap u
 
 from __future__ import annotations
 
+import inspect
 import os
-from typing import Any
+from typing import Any, ClassVar
 
+from monarch._src.actor.endpoint import EndpointProperty
 from monarch.actor import Actor, concurrent_endpoint, endpoint
 
 from forge.controller.faults import install_fault_handling
@@ -46,7 +48,7 @@ class ForgeActor(Actor):
     with_gpus: bool = False  # give each process its own GPU (CUDA_VISIBLE_DEVICES)
     num_replicas: int = 1  # replicas when launched as a service
     mesh_name: str | None = None  # name of the process mesh (replicas append _r<i>)
-    _forge_service_options: dict[str, Any] = {}  # extra options() kwargs: ServiceConfig fields
+    _forge_service_options: ClassVar[dict[str, Any]] = {}  # extra options() kwargs: ServiceConfig fields
     _forge_is_configured: bool = False  # True on the subclasses that options() makes
 
     # ---- endpoints every ForgeActor has ---------------------------------------------------------------
@@ -62,15 +64,18 @@ class ForgeActor(Actor):
     # ---- placement -----------------------------------------------------------------------------------
     @classmethod
     def options(cls, *, procs: int = 1, hosts: int | None = None, with_gpus: bool = False,
-                num_replicas: int = 1, mesh_name: str | None = None, **kwargs: Any) -> type["ForgeActor"]:
+                num_replicas: int = 1, mesh_name: str | None = None, **kwargs: Any) -> type[ForgeActor]:
         """Return a subclass of `cls` with this placement; extra kwargs are `ServiceConfig` fields."""
         from forge.controller.service.service import ServiceConfig
 
         if not isinstance(procs, int) or procs < 1:
             raise ValueError(f"{cls.__name__}.options: procs must be an int >= 1, got {procs!r}")
         if not isinstance(num_replicas, int) or num_replicas < 1:
-            raise ValueError(f"{cls.__name__}.options: num_replicas must be an int >= 1, got {num_replicas!r}")
+            raise ValueError(
+                f"{cls.__name__}.options: num_replicas must be an int >= 1, got {num_replicas!r}")
         ServiceConfig.check_fields(kwargs, where=f"{cls.__name__}.options")
+        ServiceConfig(name=mesh_name or cls.__name__.lower(), num_replicas=num_replicas, procs=procs,
+                      hosts=hosts, with_gpus=with_gpus, **kwargs)  # validates the values now, not at launch
         attrs = {
             "procs": procs, "hosts": hosts, "with_gpus": with_gpus, "num_replicas": num_replicas,
             "mesh_name": mesh_name, "_forge_service_options": dict(kwargs), "_forge_is_configured": True,
@@ -79,7 +84,7 @@ class ForgeActor(Actor):
         return type(cls.__name__, (cls,), attrs)
 
     @classmethod
-    def _actor_class(cls) -> type["ForgeActor"]:
+    def _actor_class(cls) -> type[ForgeActor]:
         """The user's class (what the processes import), skipping the subclasses `options()` made."""
         klass = cls
         while klass.__dict__.get("_forge_is_configured", False):
@@ -100,6 +105,7 @@ class ForgeActor(Actor):
         """
         install_fault_handling()
         actor_cls = cls._actor_class()
+        _check_async_endpoints(actor_cls)
         mesh = get_provisioner().spawn(procs=cls.procs, hosts=cls.hosts, with_gpus=cls.with_gpus,
                                        mesh_name=cls.mesh_name, base_name=actor_cls.__name__.lower())
         try:
@@ -148,6 +154,17 @@ class ForgeActor(Actor):
             )
         for mesh in reversed(meshes[1:]):
             await get_provisioner().stop(mesh)
+
+
+def _check_async_endpoints(actor_cls: type) -> None:
+    """Refuse sync endpoints up front: Monarch cannot mix them with the async `setup`/`_forge_ping`."""
+    sync = [name for name in dir(actor_cls)
+            if isinstance(prop := inspect.getattr_static(actor_cls, name, None), EndpointProperty)
+            and not inspect.iscoroutinefunction(getattr(prop, "_method", None))]
+    if sync:
+        raise TypeError(
+            f"{actor_cls.__name__}: endpoints {sync} are plain `def`; every endpoint of a ForgeActor must be "
+            f"`async def` (Monarch cannot mix sync and async endpoints in one actor)")
 
 
 # id(actor handle) -> [actor handle (kept alive so the id stays unique), mesh, mesh, ...]

@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import monarch
 import monarch.actor
 from monarch._rust_bindings.monarch_hyperactor.config import reload_config_from_env
+from monarch._rust_bindings.monarch_hyperactor.supervision import SupervisionError
 from monarch.actor import ActorError, MeshFailure
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def _forge_fault_hook(failure: MeshFailure) -> None:
     text = str(failure)
     _faults_seen.append(text[:2000])
     logger.warning("forge: a Monarch mesh failed (controller keeps running): %s", text[:500])
-    for listener in list(_listeners):
+    for listener in _listeners:
         try:
             listener(failure)
         except Exception:  # a listener bug must not turn a handled fault into a controller exit
@@ -70,7 +71,8 @@ def install_fault_handling() -> None:
         # (child processes inherit it too) and reload Monarch's config.
         os.environ.setdefault("HYPERACTOR_MESH_SUPERVISION_POLL_FREQUENCY", SUPERVISION_POLL_FREQUENCY)
         reload_config_from_env()
-        watchdog = os.environ.get("HYPERACTOR_MESH_SUPERVISION_WATCHDOG_TIMEOUT", SUPERVISION_WATCHDOG_TIMEOUT)
+        watchdog = os.environ.get("HYPERACTOR_MESH_SUPERVISION_WATCHDOG_TIMEOUT",
+                                  SUPERVISION_WATCHDOG_TIMEOUT)
         monarch.configure(supervision_watchdog_timeout=watchdog)
         _installed = True
 
@@ -93,14 +95,11 @@ def faults_seen() -> list[str]:
 def is_replica_failure(exc: BaseException) -> bool:
     """True when `exc` means the replica (process/actor) failed, False for an application exception.
 
-    `ActorError` wraps an exception raised by the endpoint's code: the actor is still alive. Anything else
-    that Monarch raises for a call (`SupervisionError`, undeliverable message, a stopped mesh) means the
-    actor or its process is gone.
+    `ActorError` wraps an exception raised by the endpoint's code: the actor is still alive. Monarch's
+    `SupervisionError` (process died, actor unreachable or stopped) means the actor or its process is gone.
+    Anything else (e.g. a `TypeError` for arguments that do not match the endpoint) is the caller's.
     """
-    if isinstance(exc, ActorError):
-        return False
-    module = type(exc).__module__ or ""
-    return module.startswith("monarch") or isinstance(exc, (ReplicaFailedError, ConnectionError))
+    return isinstance(exc, (SupervisionError, ReplicaFailedError))
 
 
 def raise_remote(exc: ActorError) -> None:

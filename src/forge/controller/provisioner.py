@@ -1,12 +1,18 @@
 """Process-mesh provisioning: spawn Monarch process meshes with their distributed env and GPU placement.
 
 Every process of a forge mesh starts with `RANK`, `LOCAL_RANK`, `WORLD_SIZE`, `LOCAL_WORLD_SIZE`,
-`MASTER_ADDR`, `MASTER_PORT` (a free port per mesh) and `FORGE_MESH_NAME` in its environment, set through
-Monarch's per-rank bootstrap command, i.e. before any actor code (including `setup()`) runs; an engine can
-therefore call `torch.distributed.init_process_group("gloo" | "nccl")` with `init_method="env://"`.
+`MASTER_ADDR`, `MASTER_PORT` (a free port per mesh), `FORGE_MESH_NAME` and the controller's `sys.path` as
+`PYTHONPATH` in its environment, set through Monarch's per-rank bootstrap command, i.e. before any actor
+code (including `setup()`) runs; an engine can therefore call `torch.distributed.init_process_group(
+"gloo" | "nccl")` with `init_method="env://"`.
 
 With `with_gpus=True` each process gets distinct devices through `CUDA_VISIBLE_DEVICES`, from the
 controller-side `GpuAllocator`, which refuses clearly when there are not enough free devices.
+
+When a mesh is stopped, any process still carrying its `FORGE_MESH_ID` (unique per spawn, inherited by
+every descendant) is SIGKILLed: an engine's own subprocesses (vLLM's EngineCore, workers) would otherwise be
+orphaned when their actor process dies. (If the controller itself is SIGKILLed this cleanup cannot run;
+Monarch's processes die with it through their parent-death signal, an engine's subprocesses need their own.)
 
 Scope: one host (the controller's). `hosts > 1` needs a multi-host launcher (a Monarch job / SLURM
 allocation) that this provisioner does not have; it is refused with an error saying so.
@@ -15,13 +21,19 @@ allocation) that this provisioner does not have; it is refused with an error say
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import signal
 import socket
+import sys
 import threading
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from monarch.actor import ProcMesh, default_bootstrap_cmd, this_host
+
+logger = logging.getLogger(__name__)
 
 # Address the processes of a single-host mesh rendezvous on.
 LOCAL_MASTER_ADDR = "127.0.0.1"
@@ -29,6 +41,22 @@ LOCAL_MASTER_ADDR = "127.0.0.1"
 
 class PlacementError(RuntimeError):
     """A mesh cannot be placed as requested (not enough GPUs, unsupported host count, bad sizes)."""
+
+
+def controller_pythonpath() -> str:
+    """PYTHONPATH that lets the mesh's processes import what the controller imports.
+
+    Actor classes are sent by reference (module + name); a class from a directory the controller added
+    to `sys.path` at run time (a script's folder, pytest's rootdir) would otherwise fail to unpickle in the
+    child with ModuleNotFoundError.
+    """
+    entries = [os.path.abspath(p or os.getcwd()) for p in sys.path]
+    entries += os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    seen: list[str] = []
+    for entry in entries:
+        if entry and os.path.isdir(entry) and entry not in seen:
+            seen.append(entry)
+    return os.pathsep.join(seen)
 
 
 def free_port() -> int:
@@ -105,6 +133,7 @@ class MeshHandle:
     procs: int  # processes in the mesh
     master_port: int  # the port rank 0 rendezvous on
     gpus: list[str] = field(default_factory=list)  # CUDA device ids, one per process (empty on CPU)
+    mesh_id: str = ""  # unique per spawn (FORGE_MESH_ID in every process of the mesh and their children)
     stopped: bool = False
 
 
@@ -139,14 +168,15 @@ class Provisioner:
         name = mesh_name or self._unique_name(base_name)
         gpus = self.gpus.allocate(name, procs) if with_gpus else []
         port = free_port()
-        base_cmd = default_bootstrap_cmd()
+        mesh_id = uuid.uuid4().hex
+        base_cmd = default_bootstrap_cmd().with_env({"PYTHONPATH": controller_pythonpath()})
 
         def per_rank(point: Any):
             rank = int(point["procs"])
             env = {
                 "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(procs),
                 "LOCAL_WORLD_SIZE": str(procs), "MASTER_ADDR": LOCAL_MASTER_ADDR, "MASTER_PORT": str(port),
-                "FORGE_MESH_NAME": name,
+                "FORGE_MESH_NAME": name, "FORGE_MESH_ID": mesh_id,
             }
             if with_gpus:
                 env["CUDA_VISIBLE_DEVICES"] = gpus[rank]
@@ -158,7 +188,8 @@ class Provisioner:
             if with_gpus:
                 self.gpus.release(name)
             raise
-        handle = MeshHandle(name=name, proc_mesh=pm, procs=procs, master_port=port, gpus=gpus)
+        handle = MeshHandle(name=name, proc_mesh=pm, procs=procs, master_port=port, gpus=gpus,
+                            mesh_id=mesh_id)
         self._meshes[id(handle)] = handle
         return handle
 
@@ -170,9 +201,12 @@ class Provisioner:
         self._meshes.pop(id(handle), None)
         try:
             await asyncio.wait_for(_await(handle.proc_mesh.stop()), timeout_s)
-        except Exception:
-            pass  # a crashed mesh may refuse a clean stop; its processes are already gone or get reaped
+        except Exception as e:  # noqa: BLE001 - a crashed mesh may refuse a clean stop; its processes are gone
+            logger.info("stopping mesh %s: %s", handle.name, e)
         finally:
+            killed = reap_mesh_processes(handle.mesh_id)
+            if killed:
+                logger.info("mesh %s: killed %d leftover process(es) %s", handle.name, len(killed), killed)
             if handle.gpus:
                 self.gpus.release(handle.name)
 
@@ -182,6 +216,26 @@ class Provisioner:
 
     def live_meshes(self) -> list[MeshHandle]:
         return list(self._meshes.values())
+
+
+def reap_mesh_processes(mesh_id: str) -> list[int]:
+    """SIGKILL every process whose environment holds FORGE_MESH_ID=<mesh_id>; returns their pids."""
+    if not mesh_id:
+        return []
+    needle = f"FORGE_MESH_ID={mesh_id}".encode()
+    killed = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle not in f.read().split(b"\0"):
+                    continue
+            os.kill(int(entry), signal.SIGKILL)
+            killed.append(int(entry))
+        except (OSError, ProcessLookupError):
+            continue  # gone already, or not ours to read
+    return killed
 
 
 async def _await(fut: Any) -> Any:

@@ -27,7 +27,7 @@ class DatasetConfig:
     subset: str | None = None  # hf: dataset configuration name (e.g. "main")
     prompt_key: str = "prompt"  # jsonl/hf: field holding the prompt (rows with "messages" are read as chats)
     target_key: str = "answer"  # jsonl/hf: field holding the reference answer
-    scorer: str = "numeric"  # jsonl/hf: how responses are scored: numeric (final number) or exact (text)
+    scorer: Literal["numeric", "exact"] = "numeric"  # jsonl/hf: score the final number, or the exact text
     task: str = "gsm_symbolic"  # reasoning_gym: task name
     task_args: dict[str, Any] = field(default_factory=dict)  # reasoning_gym: task config (e.g. min_terms)
     size: int = 1000  # reasoning_gym: problems generated
@@ -40,12 +40,10 @@ class DatasetConfig:
     shuffle_seed: int = 0  # seed of the sampling order (PromptSampler); saved with the run for --resume
 
     def __post_init__(self) -> None:
-        if self.source in ("jsonl", "hf", "gsm8k") and not self.path and self.source != "gsm8k":
+        if self.source in ("jsonl", "hf") and not self.path:  # gsm8k defaults to the hub's openai/gsm8k
             raise ValueError(f"dataset source {self.source!r} needs a path")
         if self.chat_template and not self.tokenizer:
             raise ValueError("chat_template: true needs tokenizer: <HF tokenizer or model directory>")
-        if self.scorer not in ("numeric", "exact"):
-            raise ValueError(f"scorer must be 'numeric' or 'exact', got {self.scorer!r}")
 
 
 def build_dataset(cfg: DatasetConfig, tokenizer: Any = None) -> PromptDataset:

@@ -4,7 +4,8 @@
     code_tasks.py  generated function-writing problems with hidden unit tests; reward = fraction passed
     protocol.py    the environment protocol: reset(task) -> observation, step(action) -> (observation, reward, done)
     tools.py       tool-call parsing (<tool_call> JSON format), the calculator and Python-sandbox tools
-    multiturn.py   ToolEnv and the multi-turn rollout that builds an Episode with tool tokens masked out
+    multiturn.py   ToolEnv, calculator tasks and the multi-turn rollout (Episode with tool tokens masked out)
+    grpo.py        what a GRPO app calls: env_dataset(...), ToolEnvConfig, tool_episode_group(...)
 
 Plain Python: nothing here imports Monarch (forge/actors/coder.py is the service shell).
 """

@@ -27,11 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forge.observability.metrics import MetricCollector, drain_local, reduce_records, set_metrics_dir
+from forge.observability.metrics import (
+    METRICS_DIR_ENV,
+    MetricCollector,
+    drain_local,
+    reduce_records,
+    set_metrics_dir,
+)
 
 __all__ = ["MetricLogger", "MetricLoggerConfig"]
 
 BACKENDS = ("console", "jsonl", "tensorboard", "wandb")
+CONSOLE_KEYS = ("reward/mean", "eval/", "loss/total", "loss/kl", "entropy", "time/step")  # the compact line's keys
 
 
 @dataclass(frozen=True)
@@ -39,7 +46,7 @@ class MetricLoggerConfig:
     """Where per-step metrics go."""
 
     backends: tuple[str, ...] = ("console", "jsonl")  # any of: console, jsonl, tensorboard, wandb
-    console_keys: tuple[str, ...] = ("reward", "eval/", "loss/loss", "loss/kl", "entropy", "time/step")  # key substrings shown on the console line; () = all
+    console_keys: tuple[str, ...] = CONSOLE_KEYS  # key substrings shown on the console line; () = every key
     progress_bar: bool = True  # tqdm bar under the console lines (only on a terminal)
     wandb_project: str = "forge"  # W&B project name
     wandb_mode: str = "offline"  # W&B mode: offline (no network), online or disabled
@@ -65,6 +72,7 @@ class MetricLogger:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_dir = self.run_dir / "metrics"
+        self._previous_dir = os.environ.get(METRICS_DIR_ENV)
         set_metrics_dir(self.metrics_dir)  # inherited by processes spawned from now on
         self.collector = MetricCollector(self.metrics_dir)
         self.jsonl_path = self.run_dir / "metrics.jsonl"
@@ -90,6 +98,8 @@ class MetricLogger:
         """Flush and close every backend (idempotent)."""
         for backend in self._backends:
             backend.close()
+        if self._backends:
+            set_metrics_dir(self._previous_dir)  # this process records where it did before the logger
         self._backends = []
 
     def __enter__(self) -> "MetricLogger":

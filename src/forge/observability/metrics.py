@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import math
 import os
 import socket
@@ -61,6 +62,7 @@ class _ProcessSink:
         self.file = None
         self.pid = -1
         self.local: collections.deque = collections.deque(maxlen=_LOCAL_CAPACITY)
+        self.warned = False
 
     def write(self, record: dict[str, Any]) -> None:
         with self.lock:
@@ -68,6 +70,11 @@ class _ProcessSink:
             if target != self.dir or os.getpid() != self.pid:  # env changed, or we are a forked child
                 self._open(target)
             if self.file is None:
+                if not self.local and not self.warned:
+                    self.warned = True  # once per process: the usual cause is an actor spawned before the logger
+                    logging.getLogger(__name__).info(
+                        "record_metric: %s is not set in process %d; records stay in memory (create the "
+                        "MetricLogger before spawning actors to collect them)", METRICS_DIR_ENV, os.getpid())
                 self.local.append(record)
             else:
                 self.file.write(json.dumps(record, separators=(",", ":")) + "\n")

@@ -1,4 +1,4 @@
-"""forge.rl: the RL algorithm core in plain PyTorch (no Monarch): losses, advantages, rewards, replay, batching.
+"""forge.rl: the RL algorithm core in plain PyTorch (importable without Monarch).
 
 loss/         policy-gradient losses (GRPO, Dr. GRPO, DAPO, CISPO, GSPO, SAPO) and their tensor ops
 advantages    group-relative (GRPO), Dr. GRPO and leave-one-out (RLOO) advantage estimators

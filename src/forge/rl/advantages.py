@@ -2,14 +2,14 @@
 
 With rewards R_1..R_K of one group, mean R̄ and Bessel-corrected std σ = sqrt(Σ (R_j − R̄)² / (K − 1)):
 
-    grpo     A_i = (R_i − R̄) / (σ + 1e-6)          DeepSeekMath, arXiv:2402.03300 §4.1.2
-    dr_grpo  A_i = R_i − R̄                          Dr. GRPO, arXiv:2503.20783 §3.1 (no std: no difficulty bias)
-    rloo     A_i = R_i − mean_{j≠i} R_j = K/(K−1) · (R_i − R̄)   Ahmadian et al., arXiv:2402.14740 (leave-one-out)
+    grpo     A_i = (R_i − R̄) / (σ + 1e-6)                   DeepSeekMath, arXiv:2402.03300 §4.1.2
+    dr_grpo  A_i = R_i − R̄                                   Dr. GRPO, arXiv:2503.20783 §3.1 (no std)
+    rloo     A_i = R_i − mean_{j≠i} R_j = K/(K−1)·(R_i − R̄)  RLOO, Ahmadian et al., arXiv:2402.14740
 
-A group of one has nothing to compare with: its advantage is 0 under every estimator (so is every advantage of a
-group whose rewards are all equal). Three entry points: ``group_advantages`` for a [G, K] tensor of equal-size
-groups, ``advantages_by_group`` for ragged groups given as ids, ``compute_advantages`` for a list of ``Episode``
-(grouped by ``group_id``; sets ``Episode.advantage``).
+A group of one has nothing to compare with: its advantage is 0 under every estimator (so is every advantage
+of a group whose rewards are all equal). Three entry points: ``group_advantages`` for a [G, K] tensor of
+equal-size groups, ``advantages_by_group`` for ragged groups given as ids, ``compute_advantages`` for a list
+of ``Episode`` (grouped by ``group_id``; sets ``Episode.advantage``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _check_estimator(estimator: str) -> None:
 def advantages_by_group(
     rewards: torch.Tensor, group_ids: torch.Tensor, estimator: str = "grpo", eps: float = 1e-6
 ) -> torch.Tensor:
-    """Advantages [N] of rewards [N], each relative to the rewards sharing its id in ``group_ids`` [N] (int)."""
+    """Advantages [N] of rewards [N], each relative to the rewards sharing its id in ``group_ids`` [N]."""
     _check_estimator(estimator)
     if rewards.dim() != 1 or tuple(group_ids.shape) != tuple(rewards.shape):
         raise ValueError(
@@ -69,14 +69,14 @@ def group_advantages(rewards: torch.Tensor, estimator: str = "grpo", eps: float 
 
 
 def compute_advantages(episodes: list[Episode], estimator: str = "grpo", eps: float = 1e-6) -> list[Episode]:
-    """Set ``advantage`` on every episode, relative to the episodes with the same ``group_id``; returns them."""
+    """Set ``advantage`` on every episode, relative to the episodes sharing its ``group_id``; returns them."""
     _check_estimator(estimator)
     index: dict[str, int] = {}
     for ep in episodes:
         if not ep.group_id:
             raise ValueError(
-                f"episode {ep.episode_id} has no group_id; give the episodes sampled from one prompt the same "
-                "group_id so that advantages are computed within the group"
+                f"episode {ep.episode_id} has no group_id; give the episodes sampled from one prompt the "
+                "same group_id so that advantages are computed within the group"
             )
         index.setdefault(ep.group_id, len(index))
     rewards = torch.tensor([float(ep.reward) for ep in episodes], dtype=torch.float64)

@@ -1,9 +1,9 @@
 """Pack ``Episode``s into a right-padded ``RLBatch`` (the trainer's policy-gradient input).
 
 Row i is the sequence s = prompt_ids + response_ids, shifted for next-token prediction (docs/DESIGN.md):
-``input_ids[i, :n-1] = s[:-1]``, ``target_ids[i, :n-1] = s[1:]``. Response token j (= s[P + j]) is therefore the
-target at position P − 1 + j, and ``loss_mask``, ``generator_logprobs`` and ``ref_logprobs`` are written there;
-prompt targets and padding get mask 0 and log-prob 0. Padding uses ``pad_id`` in both ``input_ids`` and
+``input_ids[i, :n-1] = s[:-1]``, ``target_ids[i, :n-1] = s[1:]``. Response token j (= s[P + j]) is therefore
+the target at position P − 1 + j, and ``loss_mask``, ``generator_logprobs`` and ``ref_logprobs`` are written
+there; prompt targets and padding get mask 0 and log-prob 0. Padding uses ``pad_id`` in both ``input_ids`` and
 ``target_ids`` (a real token id, so gathering its log-prob is always valid).
 """
 
@@ -33,7 +33,8 @@ def _check(ep: Episode) -> None:
             )
     if ep.advantage is None:
         raise ValueError(
-            f"episode {ep.episode_id} has no advantage; compute it first (forge.rl.advantages.compute_advantages)"
+            f"episode {ep.episode_id} has no advantage; compute it first "
+            "(forge.rl.advantages.compute_advantages)"
         )
 
 

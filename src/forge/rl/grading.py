@@ -1,4 +1,4 @@
-"""Graders: reward functions of (prompt, completion, metadata), usable as plain callables or inside RewardActor.
+"""Graders: reward functions of (prompt, completion, metadata), usable as plain callables or in RewardActor.
 
     from forge.rl.grading import MathReward, FormatReward, WeightedReward, RewardActor
     reward = WeightedReward({"math": (MathReward(), 1.0), "format": (FormatReward(), 0.1)})
@@ -78,7 +78,7 @@ def _target(metadata: dict[str, Any], grader: str) -> str:
 class MathReward(Grader):
     """1 if the response's final answer equals ``metadata['target']`` mathematically, else 0 (math-verify).
 
-    The answer is taken from the last \\boxed{}, <answer></answer>, #### N, or the last number (``extract_answer``).
+    The answer is the last \\boxed{}, <answer></answer>, #### N, or the last number (``extract_answer``).
     """
 
     correct: float = 1.0  # reward for a correct answer
@@ -98,7 +98,7 @@ THINK_ANSWER_FORMAT = r"\s*<think>.+?</think>\s*<answer>.+?</answer>\s*"
 
 @dataclass(frozen=True)
 class FormatReward(Grader):
-    """1 if the whole response matches ``pattern`` (default: <think>…</think> then <answer>…</answer>), else 0."""
+    """1 if the whole response matches ``pattern`` (default: <think>…</think> <answer>…</answer>), else 0."""
 
     pattern: str = THINK_ANSWER_FORMAT  # regular expression the whole response must match (re.DOTALL)
     name: str = "format"  # metric label
@@ -109,7 +109,7 @@ class FormatReward(Grader):
 
 @dataclass(frozen=True)
 class ThinkingReward(Grader):
-    """1 if the response holds a closed <think>…</think> block with at least ``min_chars`` of reasoning, else 0."""
+    """1 if the response has a closed <think>…</think> block of at least ``min_chars`` characters, else 0."""
 
     min_chars: int = 1  # shortest reasoning (stripped characters) that counts
     open_tag: str = "<think>"  # start of the reasoning block
@@ -183,6 +183,5 @@ __all__ = [
     "ThinkingReward",
     "OverlongReward",
     "WeightedReward",
-    "RewardActor",
     "with_target",
 ]

@@ -4,19 +4,20 @@ It stores whole groups (the episodes sampled from one prompt, keyed by ``Episode
 training batches of whole groups:
 
 * ``add(episodes)`` files episodes under their group. With ``dynamic_sampling`` (DAPO §3.2, arXiv:2503.14476),
-  a group is held back until ``group_size`` episodes have arrived and then dropped if all its rewards are equal —
-  such a group has zero advantage everywhere and contributes no gradient (counted in
+  a group is held back until ``group_size`` episodes have arrived and then dropped if all its rewards are
+  equal — such a group has zero advantage everywhere and contributes no gradient (counted in
   ``buffer/dropped_zero_variance``).
 * ``sample(curr_policy_version)`` first evicts every episode with
-  ``curr_policy_version − policy_version > max_policy_age`` (``buffer/evicted_stale``), then draws random whole
-  groups (seeded) until exactly ``batch_size`` episodes are taken, removes them from the buffer, and returns them as
-  ``dp_size`` shards of ``batch_size / dp_size`` episodes (a list of lists), or ``None`` if not enough are stored.
+  ``curr_policy_version − policy_version > max_policy_age`` (``buffer/evicted_stale``), then draws random
+  whole groups (seeded) until exactly ``batch_size`` episodes are taken, removes them from the buffer, and
+  returns them as ``dp_size`` shards of ``batch_size / dp_size`` episodes (a list of lists), or ``None``
+  if not enough are stored.
 * ``state_dict()`` / ``load_state_dict()`` capture the stored episodes, counters and the sampler's RNG, so a
   resumed run draws the same batches.
 
-Each episode is trained on once (sampling removes it). Groups are not split across batches, but a batch is split
-into shards by position, so one group can straddle two data-parallel ranks (advantages are computed before
-``add``, so nothing downstream needs the whole group on one rank).
+Each episode is trained on once (sampling removes it). Groups are not split across batches, but a batch is
+split into shards by position, so one group can straddle two data-parallel ranks (advantages are computed
+before ``add``, so nothing downstream needs the whole group on one rank).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class ReplayBufferConfig:
 
 
 class ReplayBufferCore:
-    """Stores whole groups of episodes and samples dp-sharded batches of whole groups (see module docstring)."""
+    """Stores whole groups of episodes; samples dp-sharded batches of whole groups (see module docstring)."""
 
     def __init__(self, config: ReplayBufferConfig):
         self.config = config
@@ -131,7 +132,7 @@ class ReplayBufferCore:
         return dropped
 
     def sample(self, curr_policy_version: int, batch_size: int | None = None) -> list[list[Episode]] | None:
-        """``dp_size`` shards (lists of episodes) totalling ``batch_size`` episodes, or None if too few are stored."""
+        """``dp_size`` shards (lists of episodes) of ``batch_size`` episodes in all, or None if too few."""
         batch_size = self.config.batch_size if batch_size is None else batch_size
         if batch_size < 1 or batch_size % self.config.dp_size:
             raise ValueError(
@@ -173,7 +174,7 @@ class ReplayBufferCore:
         self._pending.clear()
 
     def state_dict(self) -> dict:
-        """Plain Python state (episodes as dicts, counters, sampler RNG): picklable and ``torch.save``-able."""
+        """Plain Python state (episodes as dicts, counters, sampler RNG); picklable, ``torch.save``-able."""
         return {
             "groups": {g: [dataclasses.asdict(e) for e in eps] for g, eps in self._groups.items()},
             "pending": {g: [dataclasses.asdict(e) for e in eps] for g, eps in self._pending.items()},

@@ -2,13 +2,13 @@
 
 These are functions of strings and numbers, used by the graders in ``forge.rl.grading``.
 
-Answer extraction (``extract_answer``) looks, in this order, for the last ``\\boxed{...}`` (braces balanced), the
-last ``<answer>...</answer>``, the last GSM8K-style ``#### N`` line, and finally the last number in the text.
-Equivalence (``math_equal``) is math-verify's (``verify(parse(gold), parse(pred))``: fractions, decimals,
-thousands separators, LaTeX expressions), falling back to a normalised string comparison when math-verify parses
-neither side. math-verify bounds its own run time with ``signal.alarm``, which only works in the main thread; in
-any other thread (e.g. inside an actor's event loop) it runs without a time limit, so answers longer than
-``MAX_ANSWER_CHARS`` are rejected up front instead.
+Answer extraction (``extract_answer``) looks, in this order, for the last ``\\boxed{...}`` (braces balanced),
+the last ``<answer>...</answer>``, the last GSM8K-style ``#### N`` line, and finally the last number in the
+text. Equivalence (``math_equal``) is math-verify's (``verify(parse(gold), parse(pred))``: fractions,
+decimals, thousands separators, LaTeX expressions), falling back to a normalised string comparison when
+math-verify parses neither side. math-verify bounds its own run time with ``signal.alarm``, which only works
+in the main thread; in any other thread (e.g. inside an actor's event loop) it runs without a time limit, so
+answers longer than ``MAX_ANSWER_CHARS`` are rejected up front instead.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _GSM8K = re.compile(r"####\s*([^\n]+)")
 
-# math-verify logs a warning per call when its timeout is disabled; we disable it deliberately off the main thread.
+# math-verify warns when its timeout is disabled; we disable it deliberately off the main thread.
 logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 
@@ -44,7 +44,7 @@ def extract_boxed(text: str) -> str | None:
 
 
 def extract_answer(text: str) -> str | None:
-    """The final answer in a model response: \\boxed{} > <answer></answer> > #### N > last number; None if none."""
+    """The final answer in a response: \\boxed{} > <answer></answer> > #### N > last number; None if none."""
     boxed = extract_boxed(text)
     if boxed is not None:
         return boxed
@@ -71,7 +71,7 @@ def _parse(expr: str, timeout: int | None):
 
 
 def math_equal(pred: str, gold: str) -> bool:
-    """Whether answer ``pred`` equals reference ``gold`` mathematically (both strings, e.g. "0.5" and "\\frac12")."""
+    """Whether answer ``pred`` equals reference ``gold`` mathematically (e.g. "0.5" and "\\frac12")."""
     if len(pred) > MAX_ANSWER_CHARS or len(gold) > MAX_ANSWER_CHARS:
         return False
     if _normalise(pred) == _normalise(gold):

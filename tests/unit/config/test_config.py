@@ -36,6 +36,12 @@ class Ref:
 
 
 @dataclass(frozen=True)
+class Eval:
+    trainer: Trainer = field(default_factory=lambda: Trainer(procs=3, loss="cispo"))  # a customised default
+    every: int = 5  # cadence
+
+
+@dataclass(frozen=True)
 class App:
     name: str  # run name (required)
     steps: int = 10  # optimizer steps
@@ -44,6 +50,7 @@ class App:
     trainer: Trainer = field(default_factory=Trainer)  # trainer section
     generator: Generator = field(default_factory=Generator)  # generator section
     reference: Ref | None = None  # None = no reference model
+    eval: Eval = field(default_factory=Eval)  # nested section whose default differs from the class defaults
 
     @property
     def total(self) -> int:  # derived values are properties
@@ -152,4 +159,11 @@ def test_negative_number_values_and_help(capsys):
     with pytest.raises(SystemExit):
         fc.parse_cli(App, ["--help"])
     out = capsys.readouterr().out
-    assert "--trainer.procs: int = 1" in out and "--name: str (required)" in out
+    assert "--trainer.procs: int = 1  # processes" in out and "--name: str (required)  # run name (required)" in out
+
+
+def test_partial_section_keeps_the_fields_default_instance():
+    """Overriding one key of a section whose default is a customised instance keeps that instance's other values."""
+    cfg = fc.load(App, data={"name": "d", "eval": {"trainer": {"lr": 0.5}}}, overrides=["eval.every=9"])
+    assert cfg.eval == Eval(trainer=Trainer(procs=3, loss="cispo", lr=0.5), every=9)
+    assert fc.load(App, data={"name": "d"}).eval.trainer == Trainer(procs=3, loss="cispo")

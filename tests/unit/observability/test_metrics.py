@@ -110,6 +110,7 @@ def test_logger_steps_jsonl_tensorboard_and_plot(tmp_path, capsys):
             record_metric("time/step", 0.5, "max")
             row = logger.log_step(step, {"eval/accuracy": 0.2 * step} if step != 2 else None)
             assert row["reward/mean"] == 2 * step
+    assert METRICS_DIR_ENV not in os.environ  # close() restores the process's previous destination
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["reward/mean"] for r in rows] == [2.0, 4.0, 6.0]
     assert [r.get("eval/accuracy") for r in rows] == [0.2, None, pytest.approx(0.6)]
@@ -164,3 +165,15 @@ def test_timed_records_even_on_error():
             raise RuntimeError("boom")
     out = reduce_records(drain_local())
     assert set(out) == {"time/generate"} and 0 <= out["time/generate"] < 1.0
+
+
+def test_plot_panels_pick_the_documented_keys(tmp_path):
+    from forge.observability.plot import DEFAULT_PANELS, _pick_key
+
+    rows = [{"step": 1, "reward/total": 0.1, "reward/mean": 0.2, "loss/kl": 0.01, "generator/entropy": 1.5,
+             "eval/pass@4": 0.9, "time/step": 0.3}]
+    picked = [_pick_key(rows, cands) for _, cands in DEFAULT_PANELS]
+    assert picked == ["reward/mean", "eval/pass@4", "loss/kl", "generator/entropy", "time/step"]
+    with pytest.raises(ValueError, match="no metric rows"):
+        (tmp_path / "empty.jsonl").write_text("")
+        plot_run(tmp_path / "empty.jsonl", tmp_path / "x.png")

@@ -30,7 +30,7 @@ def test_groups_of_one_and_zero_variance_groups_get_zero(estimator):
 def test_ragged_groups_by_id():
     rewards = torch.tensor([1.0, 2.0, 3.0, 6.0, 0.0, 4.0], dtype=torch.float64)
     ids = torch.tensor([5, 5, 9, 5, 7, 7])
-    # group 5: [1, 2, 6], mean 3, std sqrt((4 + 1 + 9) / 2) = sqrt(7); group 9 alone; group 7: [0, 4], std sqrt(8)
+    # group 5: [1, 2, 6], mean 3, std sqrt((4 + 1 + 9) / 2) = sqrt(7); group 9 alone; group 7: [0, 4]: sqrt(8)
     s5, s7 = math.sqrt(7) + 1e-6, math.sqrt(8) + 1e-6
     want = [-2 / s5, -1 / s5, 0.0, 3 / s5, -2 / s7, 2 / s7]
     torch.testing.assert_close(advantages_by_group(rewards, ids), torch.tensor(want, dtype=torch.float64))

@@ -68,7 +68,7 @@ def test_collate_errors():
 
 
 def test_collated_logprobs_equal_per_episode_logprobs_of_a_real_model(tmp_path):
-    """The batch convention end to end: a tiny HF model scores the padded batch exactly as each unpadded episode."""
+    """The batch convention end to end: a tiny HF model scores the padded batch as each unpadded episode."""
     from transformers import AutoModelForCausalLM
 
     from forge.models.tiny import TinyModelSpec, build_tiny_model

@@ -72,6 +72,8 @@ def test_compute_logprobs_rejects_bad_input():
         ops.compute_logprobs(logits, torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"must lie in \[0, V=4\)"):
         ops.compute_logprobs(logits, torch.full((2, 3), 4))
+    with pytest.raises(ValueError, match="valid: auto, fused, chunked"):
+        ops.compute_logprobs(logits, torch.zeros(2, 3, dtype=torch.long), impl="triton")
     with pytest.raises(ValueError, match="temperature must be > 0"):
         ops.compute_logprobs(logits, torch.zeros(2, 3, dtype=torch.long), 0.0)
     with pytest.raises(ValueError, match=r"logits must be \[B, T, V\]"):
@@ -132,3 +134,14 @@ def test_aggregate_all_masked_is_zero_and_errors_are_specific():
         ops.aggregate(_VALUES, _MASK, "token-mean", normalizer=0.0)
     with pytest.raises(ValueError, match="mask must have the shape"):
         ops.aggregate(_VALUES, _MASK[:, :2], "token-mean")
+
+
+def test_entropy_and_logprobs_with_masked_out_vocabulary():
+    logits = torch.tensor([[[0.0, 1.0, float("-inf"), 2.0]]], dtype=torch.float64, requires_grad=True)
+    logp, entropy = ops.compute_logprobs(logits, torch.tensor([[3]]), return_entropy=True)
+    p = torch.softmax(torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64), -1)
+    assert logp.item() == pytest.approx(math.log(p[2]))
+    assert entropy.item() == pytest.approx(float(-(p * p.log()).sum()))
+    logp.sum().backward()
+    want = torch.tensor([-p[0], -p[1], 0.0, 1 - p[2]], dtype=torch.float64)
+    torch.testing.assert_close(logits.grad[0, 0], want)

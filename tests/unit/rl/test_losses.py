@@ -1,8 +1,8 @@
 """Every loss × every aggregation against references written here, straight from the papers, as naive loops.
 
 The references share no code with forge.rl.loss: scalars per (row, token), python ``min``/``max`` on tensors,
-sums in loops. Values and autograd gradients are compared in float64 on ragged inputs with an all-masked row, a
-multi-turn mask with holes, a group of one and a zero-variance group (advantage 0), and ratios far from 1.
+sums in loops. Values and autograd gradients are compared in float64 on ragged inputs with an all-masked row,
+a multi-turn mask with holes, a group of one and a zero-variance group (advantage 0), and ratios far from 1.
 """
 
 import math
@@ -346,3 +346,30 @@ def test_kl_metric_and_errors():
         build_loss("gspo", level="group")
     with pytest.raises(ValueError, match="unknown agg_type"):
         build_loss("grpo", agg_type="mean")
+
+
+def test_a_new_loss_written_like_the_built_in_ones():
+    """The extension path of forge/rl/loss/__init__.py: a frozen dataclass + token_loss, nothing else."""
+    from dataclasses import dataclass
+
+    from forge.rl.loss import PolicyLoss
+
+    @dataclass(frozen=True, kw_only=True)
+    class ReinforceLoss(PolicyLoss):
+        agg_type: str = "token-mean"
+        horizon: int | None = None
+        tis_cap: float | None = None
+
+        def token_loss(self, inp, advantages, behaviour_logprobs):
+            return -advantages * inp.trainer_logprobs, {}
+
+    x = make_inputs(9)
+    loss, metrics = ReinforceLoss().from_logprobs(LossInput(x["logp"], x["gen"], x["adv"], x["mask"]))
+    want = ref_aggregate(
+        {(i, t): -x["adv"][i] * x["logp"][i, t] for i in range(B) for t in range(T) if x["mask"][i, t]},
+        x["mask"],
+        "token-mean",
+    )
+    torch.testing.assert_close(loss, want)
+    torch.testing.assert_close(grad(loss, x["logp"]), reinforce_grad(x, "token-mean"))
+    assert metrics["loss/total"] == pytest.approx(float(want.detach()))

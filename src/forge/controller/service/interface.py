@@ -18,7 +18,8 @@ name; such an endpoint is still reachable as `svc.endpoint("shutdown")`.
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any, AsyncContextManager
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
 
 from monarch._src.actor.endpoint import EndpointProperty
 
@@ -37,7 +38,7 @@ class ServiceEndpoint:
 
     __slots__ = ("_service", "name")
 
-    def __init__(self, service: "Service", name: str):
+    def __init__(self, service: Service, name: str):
         self._service = service
         self.name = name
 
@@ -56,7 +57,7 @@ class ServiceEndpoint:
 class ServiceInterface:
     """Handle returned by `ForgeActor.as_service()`."""
 
-    def __init__(self, service: "Service", names: list[str]):
+    def __init__(self, service: Service, names: list[str]):
         self._service = service
         self._endpoints = {n: ServiceEndpoint(service, n) for n in names}
 
@@ -72,7 +73,7 @@ class ServiceInterface:
         return self.__getattr__(name)
 
     @property
-    def service(self) -> "Service":
+    def service(self) -> Service:
         """The underlying `Service` (replicas, config) for inspection."""
         return self._service
 
@@ -84,7 +85,7 @@ class ServiceInterface:
         """Call endpoint `name` on every healthy replica; the list of results."""
         return await self.endpoint(name).fanout(*args, **kwargs)
 
-    def session(self) -> AsyncContextManager[str]:
+    def session(self) -> AbstractAsyncContextManager[str]:
         """`async with svc.session():` — routes in this block (this task) stick to one replica."""
         return self._service.session()
 
@@ -94,7 +95,7 @@ class ServiceInterface:
     async def terminate_session(self, sess_id: str) -> None:
         await self._service.terminate_session(sess_id)
 
-    def get_metrics(self) -> "ServiceMetrics":
+    def get_metrics(self) -> ServiceMetrics:
         return self._service.get_metrics()
 
     async def shutdown(self) -> None:

@@ -8,7 +8,8 @@ on every `route()` call and must stay within 1.2x of a raw Monarch call (issue 3
 from __future__ import annotations
 
 import difflib
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from forge.controller.service.replica import Replica
 

@@ -30,21 +30,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import difflib
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
-from typing import Any, AsyncIterator, Sequence
+from typing import Any
 
 from monarch.actor import ActorError
 
 from forge.controller.faults import (
     ReplicaFailedError,
     ServiceUnavailableError,
+    add_fault_listener,
     is_replica_failure,
     raise_remote,
+    remove_fault_listener,
 )
 from forge.controller.service.interface import ServiceInterface, endpoint_names
 from forge.controller.service.replica import Replica, ReplicaMetrics, ReplicaState
@@ -98,7 +102,7 @@ class ServiceConfig:
                 raise TypeError(f"{where}: unknown option {key!r}{hint}; valid service options: {valid}")
 
     @classmethod
-    def from_actor_options(cls, actor_cls: type) -> "ServiceConfig":
+    def from_actor_options(cls, actor_cls: type) -> ServiceConfig:
         """The config `as_service()` uses: placement attributes plus the extra `options()` kwargs."""
         name = actor_cls.mesh_name or actor_cls.__name__.lower()
         return cls(name=name, num_replicas=actor_cls.num_replicas, procs=actor_cls.procs,
@@ -136,6 +140,10 @@ class _ReplicaFailure(Exception):
 
 
 def _first_line(exc: BaseException) -> str:
+    """A one-line description; for an endpoint's exception, the original exception, not Monarch's wrapper."""
+    original = getattr(exc, "exception", None)
+    if isinstance(exc, ActorError) and isinstance(original, BaseException):
+        return f"{type(original).__name__}: {_first_line(original)}"
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
@@ -158,13 +166,20 @@ class Service:
         self._sessions: dict[str, tuple[Replica, int] | None] = {}
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._context: contextvars.Context | None = None
         self.interface = ServiceInterface(self, endpoint_names(actor_def))
 
     # ---- lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:
         """Launch every replica (concurrently); if any fails, stop the others and raise."""
+        self._loop = asyncio.get_running_loop()
+        # Background work (restarts, checks) runs in the controller's context as of start(): Monarch calls
+        # the fault hook inside its root client actor's context, where spawning meshes fails.
+        self._context = contextvars.copy_context()
         results = await asyncio.gather(*(self._launch(r) for r in self.replicas), return_exceptions=True)
         failed = [(r, e) for r, e in zip(self.replicas, results) if isinstance(e, BaseException)]
+        add_fault_listener(self._on_mesh_failure)
         if failed:
             await self.shutdown()
             replica, err = failed[0]
@@ -191,6 +206,7 @@ class Service:
         if self._closed:
             return
         self._closed = True
+        remove_fault_listener(self._on_mesh_failure)
         self._healthy = []
         self._healthy_event.set()  # wake waiters: they see the service closed and raise
         for task in list(self._tasks):
@@ -205,7 +221,8 @@ class Service:
     stop = shutdown  # the seeds' name
 
     def _spawn(self, coro: Any) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
+        context = self._context.copy() if self._context is not None else None
+        task = asyncio.get_running_loop().create_task(coro, context=context)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -299,15 +316,16 @@ class Service:
             remaining = deadline - loop.time()
             try:
                 if remaining <= 0:
-                    raise asyncio.TimeoutError
+                    raise TimeoutError
                 await asyncio.wait_for(self._healthy_event.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 states = "; ".join(
-                    f"{r.name}: {r.state.value}" + (f" (last failure: {r.last_failure})" if r.last_failure else "")
+                    f"{r.name}: {r.state.value}"
+                    + (f" (last failure: {r.last_failure})" if r.last_failure else "")
                     for r in self.replicas)
                 raise ServiceUnavailableError(
-                    f"service {self.cfg.name!r}: no healthy replica within {self.cfg.unavailable_timeout_s:g} s "
-                    f"for {name}(); replicas: {states}") from None
+                    f"service {self.cfg.name!r}: no healthy replica within "
+                    f"{self.cfg.unavailable_timeout_s:g} s for {name}(); replicas: {states}") from None
         return self._healthy
 
     # ---- sessions ------------------------------------------------------------------------------------
@@ -363,11 +381,26 @@ class Service:
         generation = replica.generation
         try:
             replica.pids = await asyncio.wait_for(self._ping(replica), self.cfg.health_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._on_failure(replica, generation,
                              f"no answer to the health ping within {self.cfg.health_timeout_s:g} s")
-        except Exception as e:  # the ping endpoint cannot raise: any error means the replica is gone
+        except Exception as e:  # noqa: BLE001 - the ping cannot raise: any error means the replica is gone
             self._on_failure(replica, generation, f"health ping failed: {type(e).__name__}: {_first_line(e)}")
+
+    def _on_mesh_failure(self, failure: Any) -> None:
+        """Fault-hook listener (any thread): a failed mesh named `<replica>-<id>` gets a health check now.
+
+        A check rather than marking it unhealthy outright: the failure may concern an earlier incarnation
+        of the replica (names are stable); the ping tells whether the current one is affected.
+        """
+        mesh_name = str(getattr(failure, "mesh_name", "") or "")
+        for replica in self.replicas:
+            if mesh_name.startswith(replica.name + "-"):
+                self._loop.call_soon_threadsafe(self._check_soon, replica, context=self._context.copy())
+
+    def _check_soon(self, replica: Replica) -> None:
+        if replica.healthy and not self._closed:
+            self._spawn(self._check(replica))
 
     def _on_failure(self, replica: Replica, generation: int, reason: str) -> None:
         """Mark the replica unhealthy (once per incarnation) and restart it in the background."""
@@ -393,9 +426,9 @@ class Service:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - any launch failure is retried with backoff
                 replica.state = ReplicaState.UNHEALTHY
-                replica.last_failure = f"restart failed: {type(e).__name__}: {_first_line(e)}"
+                replica.last_failure = f"restart failed: {_first_line(e)}"
                 logger.warning("service %s: %s %s", self.cfg.name, replica.name, replica.last_failure)
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, 30.0)
@@ -414,5 +447,5 @@ async def _stop_actor(actor: Any) -> None:
 
     try:
         await ForgeActor.shutdown(actor)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - a dead mesh may refuse a clean stop
         logger.info("stopping a replica's meshes: %s", e)

@@ -46,6 +46,8 @@ class GeneratorConfig:
     backend: str = "vllm"  # "vllm" (AsyncLLM) or "hf" (transformers, no vLLM needed)
     initial_version: int = 0  # policy version of the weights in engine_args["model"]
     update_timeout_s: float = 120.0  # how long update_weights waits for a version to be complete in the store
+    catch_up_on_start: bool = True  # after start, load the newest complete store version if newer (a restarted
+    #                                 replica then serves what the others serve, not initial_version)
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -63,6 +65,15 @@ class GeneratorConfig:
         """From dicts or vLLM objects (``AsyncEngineArgs`` / ``SamplingParams``)."""
         return cls(engine_args=_as_dict(engine_args, "EngineArgs"),
                    sampling_params=_as_dict(sampling_params, "SamplingParams"), **kw)
+
+
+async def catch_up(engine) -> None:
+    """Load the newest complete policy version in the store if it is newer than what ``engine`` serves."""
+    import forge.store as ws
+
+    latest = ws.latest_version()
+    if engine.config.catch_up_on_start and latest is not None and latest > engine.version:
+        await engine.update_weights(latest)
 
 
 def merge_sampling(defaults: dict[str, Any], override: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from forge.engines.generation.config import GeneratorConfig, encode_prompt, load_tokenizer, merge_sampling
+from forge.engines.generation.config import GeneratorConfig, catch_up, encode_prompt, load_tokenizer, merge_sampling
 from forge.types import Completion
 
 
@@ -67,6 +67,7 @@ class HFEngine:
         self._gen.manual_seed(int(args.get("seed", 0)))
         self._eos = {self.tokenizer.eos_token_id} | set(_as_list(self.model.generation_config.eos_token_id))
         self._eos.discard(None)
+        await catch_up(self)
 
     async def generate(self, prompt: Any, sampling_params: Any = None) -> list[Completion]:
         """``n`` completions of ``prompt`` (text, token ids or chat messages)."""
@@ -84,8 +85,7 @@ class HFEngine:
 
         tokens = [[] for _ in range(n)]
         logps = [[] for _ in range(n)]
-        first_v = [None] * n
-        last_v = [None] * n
+        spans: list[list[list[int]]] = [[] for _ in range(n)]  # per sample: [version, start, end] token spans
         reason: list[str | None] = [None] * n
         inp = torch.tensor([prompt_ids] * n)
         past = None
@@ -104,8 +104,7 @@ class HFEngine:
                 t = int(nxt[i])
                 tokens[i].append(t)
                 logps[i].append(float(lp[i, t]))
-                first_v[i] = self.version if first_v[i] is None else first_v[i]
-                last_v[i] = self.version
+                _extend_span(spans[i], self.version, len(tokens[i]))
                 if t in stop_ids and len(tokens[i]) > min_tokens:
                     reason[i] = "stop"
             if all(r is not None for r in reason):
@@ -120,8 +119,9 @@ class HFEngine:
                 token_ids=tokens[i],
                 logprobs=logps[i],
                 stop_reason=reason[i] or "length",
-                generator_version=first_v[i] if first_v[i] is not None else self.version,
-                generator_version_last=last_v[i] if last_v[i] is not None else self.version,
+                generator_version=spans[i][0][0] if spans[i] else self.version,
+                generator_version_last=spans[i][-1][0] if spans[i] else self.version,
+                metadata={"weight_versions": [tuple(sp) for sp in spans[i]]},
             )
             for i in range(n)
         ]
@@ -153,6 +153,14 @@ class HFEngine:
 
     async def shutdown(self) -> None:
         self.model = None
+
+
+def _extend_span(spans: list[list[int]], version: int, num_tokens: int) -> None:
+    """Record that token ``num_tokens - 1`` was sampled by ``version`` (spans as in vLLM's weight_versions)."""
+    if spans and spans[-1][0] == version:
+        spans[-1][2] = num_tokens
+    else:
+        spans.append([version, num_tokens - 1, num_tokens])
 
 
 def _as_list(x) -> list:

@@ -33,7 +33,7 @@ import time
 import uuid
 from typing import Any
 
-from forge.engines.generation.config import GeneratorConfig, encode_prompt, load_tokenizer, merge_sampling
+from forge.engines.generation.config import GeneratorConfig, catch_up, encode_prompt, load_tokenizer, merge_sampling
 from forge.engines.generation.reaper import engine_descendants, start_reaper, stop_reaper
 from forge.types import Completion
 
@@ -43,15 +43,25 @@ logger = logging.getLogger(__name__)
 _ENGINE_DEFAULTS = {"logprobs_mode": "processed_logprobs", "disable_log_stats": True}
 
 
-def completion_from_output(prompt: Any, prompt_ids: list[int], out, default_version: int) -> Completion:
-    """A ``forge.types.Completion`` from one ``vllm.CompletionOutput`` (sampled-token log-probs requested)."""
+def completion_from_output(prompt: Any, prompt_ids: list[int], out, default_version: int,
+                           prompt_logprobs=None) -> Completion:
+    """A ``forge.types.Completion`` from one ``vllm.CompletionOutput`` (sampled-token log-probs requested).
+
+    ``metadata["weight_versions"]``: ``[(version, start, end)]`` spans of response tokens per policy version;
+    ``metadata["prompt_logprobs"]`` (only when the request set ``prompt_logprobs``): ``[P]`` log-prob of each
+    prompt token given the ones before it (``None`` for the first).
+    """
     token_ids = list(out.token_ids)
     if out.logprobs is None:
         raise RuntimeError("vLLM returned no logprobs; the request must set logprobs >= 0")
     logprobs = [float(pos[tok].logprob) for pos, tok in zip(out.logprobs, token_ids)]
-    spans = out.weight_versions or []
-    first = int(spans[0].version) if spans else default_version
-    last = int(spans[-1].version) if spans else default_version
+    spans = [(int(s.version), s.start, s.end) for s in (out.weight_versions or [])]
+    meta: dict[str, Any] = {"weight_versions": spans}
+    if out.stop_reason is not None:
+        meta["stop"] = out.stop_reason
+    if prompt_logprobs is not None:
+        meta["prompt_logprobs"] = [None if pos is None else float(pos[tok].logprob)
+                                   for pos, tok in zip(prompt_logprobs, prompt_ids)]
     return Completion(
         prompt=prompt,
         text=out.text,
@@ -59,9 +69,9 @@ def completion_from_output(prompt: Any, prompt_ids: list[int], out, default_vers
         token_ids=token_ids,
         logprobs=logprobs,
         stop_reason=out.finish_reason,
-        generator_version=first,
-        generator_version_last=last,
-        metadata={"stop": out.stop_reason} if out.stop_reason is not None else {},
+        generator_version=spans[0][0] if spans else default_version,
+        generator_version_last=spans[-1][0] if spans else default_version,
+        metadata=meta,
     )
 
 
@@ -94,6 +104,7 @@ class VLLMEngine:
         logger.info("vLLM engine processes: %s", _describe(self._engine_pids))
         await self.engine.update_weight_version(str(self.version))
         self._reaper = start_reaper(self._engine_pids)
+        await catch_up(self)
 
     def _sampling(self, override: Any):
         from vllm import SamplingParams
@@ -118,7 +129,7 @@ class VLLMEngine:
             got = 0 if final is None else len(final.outputs)
             raise RuntimeError(f"vLLM returned {got} completions for n={sp.n}")
         outs = sorted(final.outputs, key=lambda o: o.index)
-        return [completion_from_output(prompt, prompt_ids, o, self.version) for o in outs]
+        return [completion_from_output(prompt, prompt_ids, o, self.version, final.prompt_logprobs) for o in outs]
 
     async def update_weights(self, version: int) -> dict[str, float]:
         """Load policy ``version`` from the store without draining; returns timings (seconds)."""

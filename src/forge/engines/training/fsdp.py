@@ -14,7 +14,8 @@ passed to every micro-batch, so the accumulated gradient equals that of one big 
 is therefore multiplied by W before backward (reported values are not).
 
 Departures from a textbook trainer: no attention mask is passed — rows are right padded and attention is causal,
-so padding never influences a scored position; metrics of the loss are averaged over micro-batches and ranks
+so padding never influences a scored position (packed SFT rows carry ``position_ids``, from which transformers
+builds the per-document mask); metrics of the loss are averaged over micro-batches and ranks
 weighted by their trained-token counts.
 """
 
@@ -36,6 +37,7 @@ from forge.engines.training.losses import (
     CrossEntropyLoss,
     build_step_loss,
     combine_metrics,
+    forward_logits,
     mask_of,
     select_rows,
     to_device,
@@ -160,7 +162,7 @@ class TrainingEngine:
         parts: list[tuple[float, dict[str, float]]] = []
         for start in range(0, local.input_ids.shape[0], mbs):
             mb = select_rows(local, slice(start, start + mbs))
-            logits = self.model(input_ids=mb.input_ids, use_cache=False).logits  # [b, T, V]
+            logits = forward_logits(self.model, mb)  # [b, T, V]
             loss, metrics = loss_fn(logits, mb, norm, temperature)
             (loss * world.world_size).backward()
             loss_sum += loss.detach().double()

@@ -93,6 +93,20 @@ def build_step_loss(name: str, kwargs: dict[str, Any]) -> CrossEntropyLoss | Pol
     return PolicyGradientLoss(name, kwargs)
 
 
+def forward_logits(model, batch: Batch, rows: slice | None = None) -> torch.Tensor:
+    """logits [b, T, V] of an HF causal LM for ``batch`` (its ``rows``). ``attention_mask=None`` on purpose: rows
+    are right padded under causal attention, and a packed TextTrainBatch's ``position_ids`` (restarting at 0 per
+    document) make transformers build a block-diagonal causal mask (see forge.types.TextTrainBatch)."""
+    rows = rows if rows is not None else slice(None)
+    position_ids = getattr(batch, "position_ids", None)
+    return model(
+        input_ids=batch.input_ids[rows],
+        position_ids=None if position_ids is None else position_ids[rows],
+        attention_mask=None,
+        use_cache=False,
+    ).logits
+
+
 def mask_of(batch: Batch) -> torch.Tensor:
     """The [B, T] trained-token mask of either batch type."""
     return batch.target_mask if isinstance(batch, TextTrainBatch) else batch.loss_mask

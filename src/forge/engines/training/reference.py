@@ -57,21 +57,29 @@ class ReferenceEngine:
         if self.model is None or self.world is None:
             raise RuntimeError("ReferenceEngine.setup() has not been called")
         input_ids, target_ids = _ids_of(batch, target_ids)
+        position_ids = getattr(batch, "position_ids", None)
+        if position_ids is None:
+            position_ids = torch.arange(input_ids.shape[1]).expand_as(input_ids)
         world = self.world
         n_rows, seq_len = input_ids.shape
         per_rank = -(-n_rows // world.world_size)
         padded = per_rank * world.world_size
         if padded != n_rows:
             pad = padded - n_rows
-            input_ids = torch.cat([input_ids, input_ids[:1].expand(pad, -1)])
-            target_ids = torch.cat([target_ids, target_ids[:1].expand(pad, -1)])
+            input_ids, target_ids, position_ids = (
+                torch.cat([t, t[:1].expand(pad, -1)]) for t in (input_ids, target_ids, position_ids)
+            )
         rows = slice(world.rank * per_rank, (world.rank + 1) * per_rank)
         ids = input_ids[rows].to(world.device)
         tgt = target_ids[rows].to(world.device)
+        pos = position_ids[rows].to(world.device)
         chunk = max(1, self.config.max_tokens_per_forward // max(seq_len, 1))
         parts = []
         for start in range(0, per_rank, chunk):
-            logits = self.model(input_ids=ids[start : start + chunk], use_cache=False).logits  # [c, T, V]
+            part = slice(start, start + chunk)
+            logits = self.model(  # [c, T, V]; see forge.engines.training.losses.forward_logits
+                input_ids=ids[part], position_ids=pos[part], attention_mask=None, use_cache=False
+            ).logits
             parts.append(token_logprobs(logits, tgt[start : start + chunk], self.config.temperature))
         local = torch.cat(parts) if parts else torch.empty(0, seq_len, device=world.device)
         if world.world_size > 1:

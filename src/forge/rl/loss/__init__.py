@@ -2,8 +2,8 @@
 
     from forge.rl.loss import build_loss, LossInput
     loss_fn = build_loss("dapo", clip_high=0.28)
-    loss, metrics = loss_fn(logits=, target_ids=, advantages=, generator_logprobs=, loss_mask=, ref_logprobs=None)
-    loss, metrics = loss_fn.from_logprobs(LossInput(...), normalizer=None)
+    loss, metrics = loss_fn(logits=, target_ids=, advantages=, generator_logprobs=, loss_mask=,
+    ref_logprobs=None) loss, metrics = loss_fn.from_logprobs(LossInput(...), normalizer=None)
 
     name      class / formula                                         paper
     grpo      GRPOLoss: clipped surrogate + β·KL, seq-mean-token-mean  DeepSeekMath, arXiv:2402.03300

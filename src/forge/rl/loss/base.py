@@ -1,20 +1,22 @@
 """The machinery every policy-gradient loss shares: the input record, validation, TIS, aggregation, metrics.
 
 A loss is a frozen dataclass (its own config) subclassing ``PolicyLoss`` that implements one method,
-``token_loss(inp, advantages) -> (ℓ [B, T], stats)``. ``PolicyLoss`` turns that into the two public call forms:
+``token_loss(inp, advantages, behaviour_logprobs) -> (ℓ [B, T], stats)``. ``PolicyLoss`` turns that into the
+two public call forms:
 
-    loss, metrics = loss_fn(logits=, target_ids=, advantages=, generator_logprobs=, loss_mask=, ref_logprobs=None,
-                            old_logprobs=None, normalizer=None, temperature=1.0)
+    loss, metrics = loss_fn(logits=, target_ids=, advantages=, generator_logprobs=, loss_mask=,
+                            ref_logprobs=None, old_logprobs=None, normalizer=None, temperature=1.0)
     loss, metrics = loss_fn.from_logprobs(LossInput(...), normalizer=None)
 
 and provides ``loss_fn.normalizer(loss_mask)`` for gradient accumulation (see ``ops.normalizer``).
 
-Off-policy correction (truncated importance sampling, TIS; Yao et al. 2025, "Your efficient RL framework secretly
-brings you off-policy RL training"): when the trainer supplies ``old_logprobs`` — the trainer's own log-probs at the
-weights the sample came from — the ratio inside the loss is taken against them, r = exp(logp − old), and the
-mismatch between the generator (vLLM) and the trainer is corrected by the detached weight
-w = min(exp(old − gen), tis_cap) multiplying the token loss (only when ``tis_cap`` is set). Without
-``old_logprobs`` the ratio is against the generator, r = exp(logp − gen), and no weight is applied.
+Off-policy correction (truncated importance sampling, TIS; Yao et al. 2025, "Your efficient RL framework
+secretly brings you off-policy RL training"): when the trainer supplies ``old_logprobs`` — the trainer's own
+log-probs at the weights the sample came from — the ratio inside the loss is taken against them,
+r = exp(logp − old), and the mismatch between the generator (vLLM) and the trainer is corrected by the
+detached weight w = min(exp(old − gen), tis_cap) multiplying the token loss (only when ``tis_cap`` is set).
+Without ``old_logprobs`` the ratio is against the generator, r = exp(logp − gen), and no weight is applied.
+(Taking r against ``gen`` *and* weighting by old/gen would count the mismatch twice.)
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def check_clip(name: str, value: float | None) -> None:
 
 
 class PolicyLoss(ABC):
-    """Base of every forge policy loss. Subclasses are frozen dataclasses declaring ``agg_type``, ``horizon`` and
+    """Base of every forge policy loss. Subclasses are frozen dataclasses declaring ``agg_type``, ``horizon``,
     ``tis_cap`` and implementing ``token_loss``."""
 
     agg_type: str
@@ -81,12 +83,13 @@ class PolicyLoss(ABC):
     def __post_init__(self) -> None:
         if self.agg_type not in ops.AGG_TYPES:
             raise ValueError(
-                f"{type(self).__name__}: unknown agg_type {self.agg_type!r}; valid: {', '.join(ops.AGG_TYPES)}"
+                f"{type(self).__name__}: unknown agg_type {self.agg_type!r}; "
+                f"valid: {', '.join(ops.AGG_TYPES)}"
             )
         if self.agg_type == "fixed_horizon" and (self.horizon is None or self.horizon <= 0):
             raise ValueError(
-                f"{type(self).__name__}: agg_type='fixed_horizon' needs horizon > 0 (the maximum response length "
-                f"in tokens, Dr. GRPO's constant normaliser), got horizon={self.horizon}"
+                f"{type(self).__name__}: agg_type='fixed_horizon' needs horizon > 0 (the maximum response "
+                f"length in tokens, Dr. GRPO's constant normaliser), got horizon={self.horizon}"
             )
         if self.tis_cap is not None and not self.tis_cap > 0:
             raise ValueError(f"{type(self).__name__}: tis_cap must be > 0 or None, got {self.tis_cap}")
@@ -104,7 +107,7 @@ class PolicyLoss(ABC):
 
     # --- shared ------------------------------------------------------------------------------------------
     def normalizer(self, loss_mask: torch.Tensor) -> float:
-        """The denominator of this loss's aggregation for ``loss_mask`` [B, T] (sum it over the whole step)."""
+        """The denominator of this loss's aggregation for ``loss_mask`` [B, T] (sum it over the step)."""
         return ops.normalizer(loss_mask, self.agg_type, self.horizon)
 
     def __call__(
@@ -139,6 +142,8 @@ class PolicyLoss(ABC):
 
         ``normalizer`` is the aggregation denominator summed over the optimizer step (``self.normalizer``);
         None uses this batch's own. ``entropy`` [B, T] (optional, detached) adds ``loss/entropy``.
+        With a step-wide ``normalizer``, ``loss/total`` and ``loss/pg`` are this micro-batch's share (they add
+        up to the step's value over micro-batches); the other metrics are means over this micro-batch.
         """
         advantages = inp.token_advantages()
         mask = inp.loss_mask

@@ -22,7 +22,7 @@ from forge.rl.loss.base import LossInput, PolicyLoss, check_clip, clip_bounds, r
 
 @dataclass(frozen=True, kw_only=True)
 class CISPOLoss(PolicyLoss):
-    """CISPO policy loss (arXiv:2506.13585). Shapes: see ``LossInput`` (all [B, T], advantages [B] or [B, T])."""
+    """CISPO policy loss (arXiv:2506.13585). Shapes: ``LossInput`` ([B, T]; advantages [B] or [B, T])."""
 
     clip_low: float | None = None  # ε_low; None = no lower bound on the IS weight
     clip_high: float | None = 4.0  # ε_high; the IS weight is capped at 1 + clip_high (None = no cap)

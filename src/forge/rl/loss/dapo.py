@@ -5,9 +5,9 @@ Yu et al., "DAPO: An Open-Source LLM Reinforcement Learning System at Scale", ar
     ℓ_t = −min(r_t · A_t, clip(r_t, 1 − ε_low, 1 + ε_high) · A_t),   r_t = π_θ(o_t) / π_gen(o_t)
 
 aggregated with ``token-mean`` (§3.3: every token of the batch weighs the same, so long responses are not
-down-weighted) and without a KL term (§2.3). ε_high > ε_low (0.28 vs 0.2, §3.1) lets low-probability tokens rise.
-DAPO's other two ingredients live elsewhere in forge: dynamic sampling (dropping groups whose rewards are all
-equal) in ``forge.rl.replay``, overlong reward shaping in ``forge.rl.rewards``.
+down-weighted) and without a KL term (§2.3). ε_high > ε_low (0.28 vs 0.2, §3.1) lets low-probability tokens
+rise. DAPO's other two ingredients live elsewhere in forge: dynamic sampling (dropping groups whose rewards
+are all equal) in ``forge.rl.replay``, overlong reward shaping in ``forge.rl.rewards``.
 
 GRPO (``forge.rl.loss.grpo``) is this loss with a symmetric clip, a KL penalty and a per-sequence mean.
 """
@@ -27,8 +27,8 @@ def clipped_surrogate(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """ℓ = −min(r·A, clip(r, 1 − clip_low, 1 + clip_high)·A) [B, T] and clip fractions.
 
-    ratio, advantages, mask: [B, T]. ``loss/clip_frac`` is the fraction of trained tokens whose gradient the clip
-    removes: A > 0 and r > 1 + clip_high (``loss/clip_frac_high``), or A < 0 and r < 1 − clip_low
+    ratio, advantages, mask: [B, T]. ``loss/clip_frac`` is the fraction of trained tokens whose gradient the
+    clip removes: A > 0 and r > 1 + clip_high (``loss/clip_frac_high``), or A < 0 and r < 1 − clip_low
     (``loss/clip_frac_low``).
     """
     low, high = clip_bounds(clip_low, clip_high)
@@ -48,7 +48,7 @@ def clipped_surrogate(
 
 @dataclass(frozen=True, kw_only=True)
 class DAPOLoss(PolicyLoss):
-    """DAPO policy loss (arXiv:2503.14476). Shapes: see ``LossInput`` (all [B, T], advantages [B] or [B, T])."""
+    """DAPO policy loss (arXiv:2503.14476). Shapes: ``LossInput`` ([B, T]; advantages [B] or [B, T])."""
 
     clip_low: float = 0.2  # ε_low: the ratio may fall to 1 − clip_low before the clip stops the gradient
     clip_high: float = 0.28  # ε_high: "clip-higher", the ratio may rise to 1 + clip_high

@@ -1,4 +1,4 @@
-"""GRPO: DAPO's clipped surrogate with a symmetric clip, a KL penalty to the reference and a per-sequence mean.
+"""GRPO: DAPO's clipped surrogate with a symmetric clip, a KL penalty and a per-sequence mean.
 
 Shao et al., "DeepSeekMath", arXiv:2402.03300, eq. 3:
 
@@ -25,7 +25,7 @@ from forge.rl.loss.dapo import DAPOLoss
 
 @dataclass(frozen=True, kw_only=True)
 class GRPOLoss(DAPOLoss):
-    """GRPO policy loss (arXiv:2402.03300). Shapes: see ``LossInput`` (all [B, T], advantages [B] or [B, T])."""
+    """GRPO policy loss (arXiv:2402.03300). Shapes: ``LossInput`` ([B, T]; advantages [B] or [B, T])."""
 
     clip_low: float = 0.2  # ε below 1
     clip_high: float = 0.2  # ε above 1 (symmetric in the paper; raise it for DAPO's clip-higher)

@@ -6,9 +6,10 @@ Zheng et al. (Qwen), "Group Sequence Policy Optimization", arXiv:2507.18071, eq.
     ℓ_i = −min(s_i · A_i, clip(s_i, 1 − ε_low, 1 + ε_high) · A_i),   loss = mean over rows with L_i > 0
 
 The clip range is tiny (3e-4 / 4e-4, §5.1) because s_i is a geometric mean over tokens.
-``level="token"`` is GSPO-token (eq. 13–14): log s_it = sg(log s_i) + log π_θ(o_it) − sg(log π_θ(o_it)), clipped
-per token and reduced with ``seq-mean-token-mean``; s_it has the value s_i and the gradient of a per-token ratio,
-which allows per-token advantages and equals the sequence level in value and gradient when A is per sequence.
+``level="token"`` is GSPO-token (eq. 13–14): log s_it = sg(log s_i) + log π_θ(o_it) − sg(log π_θ(o_it)),
+clipped per token and reduced with ``seq-mean-token-mean``; s_it has the value s_i and the gradient of a
+per-token ratio, which allows per-token advantages and equals the sequence level in value and gradient
+when A is per sequence.
 
 At sequence level A_i is the row's mean advantage over its trained tokens (= A_i for per-sequence advantages);
 the row loss ℓ_i is broadcast to the row's tokens so that ``seq-mean-token-mean`` gives the paper's mean.
@@ -28,7 +29,7 @@ GSPO_LEVELS = ("sequence", "token")
 
 
 def sequence_log_ratio(logprobs: torch.Tensor, behaviour: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """log s_i = (1/L_i) Σ_t m (logp − behaviour) [B] from logprobs, behaviour, mask [B, T]; 0 for empty rows."""
+    """log s_i = (1/L_i) Σ_t m (logp − behaviour) [B] from logprobs, behaviour, mask [B, T]; 0 if L_i = 0."""
     on = mask != 0
     diff = torch.where(on, logprobs - behaviour, torch.zeros_like(logprobs))
     lengths = on.sum(dim=1).clamp(min=1).to(logprobs.dtype)
@@ -37,7 +38,7 @@ def sequence_log_ratio(logprobs: torch.Tensor, behaviour: torch.Tensor, mask: to
 
 @dataclass(frozen=True, kw_only=True)
 class GSPOLoss(PolicyLoss):
-    """GSPO policy loss (arXiv:2507.18071). Shapes: see ``LossInput`` (all [B, T], advantages [B] or [B, T])."""
+    """GSPO policy loss (arXiv:2507.18071). Shapes: ``LossInput`` ([B, T]; advantages [B] or [B, T])."""
 
     clip_low: float = 3e-4  # ε_low on the sequence ratio s_i
     clip_high: float = 4e-4  # ε_high on the sequence ratio s_i

@@ -21,7 +21,7 @@ from forge.rl.loss.base import LossInput, PolicyLoss, ratio_stats
 
 @dataclass(frozen=True, kw_only=True)
 class SAPOLoss(PolicyLoss):
-    """SAPO policy loss (arXiv:2511.20347). Shapes: see ``LossInput`` (all [B, T], advantages [B] or [B, T])."""
+    """SAPO policy loss (arXiv:2511.20347). Shapes: ``LossInput`` ([B, T]; advantages [B] or [B, T])."""
 
     tau_pos: float = 1.0  # gate temperature for tokens with A > 0
     tau_neg: float = 1.05  # gate temperature for tokens with A <= 0 (sharper: negative updates fade faster)

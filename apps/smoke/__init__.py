@@ -1,0 +1,1 @@
+"""Runtime smoke job: a replicated service loses a replica and recovers (``python -m apps.smoke.main``)."""
