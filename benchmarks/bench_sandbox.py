@@ -61,13 +61,8 @@ def engine_runner(inflight: int):
 
 
 async def start_service(inflight: int, replicas: int):
-    import monarch
-
     from forge.actors.coder import SandboxedPythonCoder
-    from forge.controller.faults import install_fault_handling
 
-    install_fault_handling()
-    monarch.configure(supervision_watchdog_timeout="30s")  # see tests/integration/test_coder_service.py
     return await SandboxedPythonCoder.options(procs=1, with_gpus=False, num_replicas=replicas).as_service(
         max_concurrency=max(1, inflight // replicas))
 

@@ -38,8 +38,8 @@ import dataclasses
 import difflib
 import inspect
 import os
-import re
 import pathlib
+import re
 import sys
 import types
 import typing
@@ -48,7 +48,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-__all__ = ["ConfigError", "FrozenDict", "load", "from_dict", "parse_cli", "to_dict", "to_yaml", "save"]
+__all__ = ["ConfigError", "FrozenDict", "from_dict", "load", "parse_cli", "save", "to_dict", "to_yaml"]
 
 T = TypeVar("T")
 _MISSING = dataclasses.MISSING
@@ -149,7 +149,7 @@ def parse_cli(cls: type[T], argv: Sequence[str] | None = None, default_config: s
             i += 2
             continue
         if "=" in arg:
-            overrides.append(arg[2:] if arg.startswith("--") else arg)
+            overrides.append(arg.removeprefix("--"))
             i += 1
             continue
         raise ConfigError(f"cannot parse argument {arg!r}: expected --config PATH, --key VALUE, --key=VALUE or key=VALUE")
@@ -253,7 +253,7 @@ def _looks_negative_number(text: str) -> bool:
 
 
 def _split_override(item: str) -> tuple[str, str]:
-    text = item[2:] if item.startswith("--") else item
+    text = item.removeprefix("--")
     if "=" not in text:
         raise ConfigError(f"override {item!r} must look like key.path=value")
     key, value = text.split("=", 1)
@@ -514,7 +514,6 @@ def _freeze(value: Any) -> Any:
 
 def _type_error(path: str, value: Any, tp: Any, errors: list[str]) -> None:
     errors.append(f"{path}: got {_show(value)}; expected {_type_name(tp)}")
-    return None
 
 
 def _show(value: Any) -> str:

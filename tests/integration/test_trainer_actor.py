@@ -14,7 +14,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "training"))
-import plain  # noqa: E402
+import plain
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

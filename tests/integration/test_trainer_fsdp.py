@@ -21,7 +21,7 @@ import torch
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "training"))
-import plain  # noqa: E402
+import plain
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 

@@ -46,6 +46,6 @@ __all__ = [
     "render_prompt",
     "rows_to_samples",
     "score_response",
-    "tokenize_sft",
     "to_messages",
+    "tokenize_sft",
 ]

@@ -41,9 +41,9 @@ def reasoning_gym_dataset(
     try:
         ds = reasoning_gym.create_dataset(task, size=size, seed=seed + _SPLIT_SEED_OFFSET[split], **args)
     except ValueError as e:
-        from reasoning_gym.factory import DATASETS
-
         import difflib
+
+        from reasoning_gym.factory import DATASETS
 
         near = difflib.get_close_matches(task, list(DATASETS), n=3)
         raise ValueError(f"reasoning-gym task {task!r} failed: {e}; close task names: {near}") from e

@@ -90,6 +90,6 @@ class PromptDataset(Sequence[Sample]):
         """Reward of ``response`` for ``sample`` (see :func:`score_response`)."""
         return score_response(response, sample)
 
-    def map_prompts(self, fn: Callable[[str | list[Message]], str | list[Message]]) -> "PromptDataset":
+    def map_prompts(self, fn: Callable[[str | list[Message]], str | list[Message]]) -> PromptDataset:
         """A new dataset whose prompts are ``fn(prompt)`` (e.g. a chat template applied)."""
         return PromptDataset([Sample(fn(s.prompt), s.target, s.metadata) for s in self.samples], self.name)

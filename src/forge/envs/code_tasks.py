@@ -11,7 +11,9 @@ Grading design (why it resists the usual reward hacks):
   * values are compared as canonical JSON (``json.dumps(sort_keys=True)``), so ``True`` is not ``1`` and an
     object with a permissive ``__eq__`` does not serialise;
   * each test runs in ``try/except BaseException``; a crash, ``sys.exit`` or an unserialisable value fails that
-    test only, and lines written before a timeout still count (partial credit).
+    test only, and lines written before a timeout still count (partial credit);
+  * the solution's own ``print`` output is discarded (results go straight to file descriptor 1), so debug
+    prints cannot push the results past the sandbox's output cap.
 
     tasks = CodeTaskDataset(CodeTaskConfig(size=200, seed=0))       # a PromptDataset-like list of Samples
     grader = CodeSandboxReward()                                     # a forge.rl.grading.Grader
@@ -33,6 +35,7 @@ from typing import Any
 
 from forge.data.sample import PromptDataset, Sample, register_scorer
 from forge.envs.sandbox import ExecutionResult, Sandbox, SandboxConfig
+from forge.observability.metrics import record_metric
 from forge.rl.grading import Grader
 
 TASK_NAME = "code_sandbox"  # Sample.metadata["task"]: the scorer registered below
@@ -252,8 +255,9 @@ def extract_code(response: str) -> str:
 
 
 _HARNESS = """\
-import json as _forge_json, os as _forge_os
+import json as _forge_json, os as _forge_os, sys as _forge_sys
 _forge_write, _forge_dumps = _forge_os.write, _forge_json.dumps
+_forge_sys.stdout = open(_forge_os.devnull, "w")  # the solution's own prints cannot fill the output cap
 _forge_ns = {{"__name__": "__solution__"}}
 exec(compile({code!r}, "solution.py", "exec"), _forge_ns)
 _forge_fn = _forge_ns.get({func_name!r})
@@ -343,6 +347,8 @@ class CodeSandboxReward(Grader):
 
     async def agrade(self, prompt: Any, completion: str, metadata: dict[str, Any]) -> float:
         grade = await grade_code(CodeTask.from_metadata(metadata), completion, self.sandbox.execute, self.timeout)
+        for key, value in grade.metrics.items():  # reward/code_pass_frac, code/timed_out, ... in the run's logs
+            record_metric(key, value, "mean")
         return grade.reward
 
     def grade(self, prompt: Any, completion: str, metadata: dict[str, Any]) -> float:

@@ -20,7 +20,7 @@ from typing import Any
 
 from forge.data.sample import PromptDataset, Sample
 from forge.envs.code_tasks import CodeTaskConfig, CodeTaskDataset
-from forge.envs.multiturn import RolloutConfig, ToolEnv, ToolTask, calculator_tasks, run_group
+from forge.envs.multiturn import ChatRenderer, RolloutConfig, ToolEnv, ToolTask, calculator_tasks, run_group
 from forge.envs.tools import CalculatorTool, PythonTool
 from forge.types import Episode
 
@@ -64,8 +64,15 @@ class ToolEnvConfig:
                              max_total_tokens=self.max_total_tokens, sampling_params=dict(self.sampling_params))
 
 
-def make_tool_env(config: ToolEnvConfig, execute: Callable[..., Awaitable[Any]] | None = None) -> ToolEnv:
-    """A fresh ``ToolEnv``; the python tool needs ``execute`` (``coder.execute.route`` or ``Sandbox.execute``)."""
+def template_renders_tools(tokenizer: Any) -> bool:
+    """Does the tokenizer's chat template render a ``tools=`` list itself (Qwen2.5, Llama 3.1, Hermes ...)?"""
+    return "tools" in (getattr(tokenizer, "chat_template", None) or "")
+
+
+def make_tool_env(config: ToolEnvConfig, execute: Callable[..., Awaitable[Any]] | None = None,
+                  describe_tools: bool = True) -> ToolEnv:
+    """A fresh ``ToolEnv``; the python tool needs ``execute`` (``coder.execute.route`` or ``Sandbox.execute``).
+    ``describe_tools=False`` leaves the tool descriptions to a chat template that renders them."""
     tools = []
     for name in config.tools:
         if name == "calculator":
@@ -74,7 +81,7 @@ def make_tool_env(config: ToolEnvConfig, execute: Callable[..., Awaitable[Any]] 
             if execute is None:
                 raise ValueError("the python tool needs execute= (coder.execute.route or Sandbox(...).execute)")
             tools.append(PythonTool(execute, timeout=config.python_timeout_s))
-    return ToolEnv(tools, max_turns=config.max_turns)
+    return ToolEnv(tools, max_turns=config.max_turns, describe_tools=describe_tools)
 
 
 async def tool_episode_group(sample: Sample, generate: Callable[..., Awaitable[Any]], tokenizer: Any,
@@ -86,4 +93,8 @@ async def tool_episode_group(sample: Sample, generate: Callable[..., Awaitable[A
                         f"chat_template (the rollout renders the conversation), got {type(sample.prompt).__name__}")
     cfg = config or ToolEnvConfig()
     task = ToolTask(sample.prompt, sample.target, str(sample.metadata.get("task_id", "")))
-    return await run_group(lambda: make_tool_env(cfg, execute), task, generate, tokenizer, group_size, cfg.rollout)
+    # The tokenizer's own tool template when it has one (issue 8), else forge's system-prompt description.
+    native = template_renders_tools(tokenizer)
+    renderer = ChatRenderer(tokenizer, tools=make_tool_env(cfg, execute).tools if native else ())
+    return await run_group(lambda: make_tool_env(cfg, execute, describe_tools=not native), task, generate,
+                           tokenizer, group_size, cfg.rollout, renderer)

@@ -26,6 +26,7 @@ from typing import Any
 from forge.data.answers import answers_match, extract_final_answer
 from forge.envs.protocol import Message, Observation, StepResult
 from forge.envs.tools import Tool, call_tool, parse_tool_calls, tool_schema, tools_system_prompt
+from forge.observability.metrics import record_metric
 from forge.types import Completion, Episode
 
 Generate = Callable[..., Awaitable[Any]]  # generate(prompt_ids, sampling_params=...) -> Completion | [Completion]
@@ -209,6 +210,9 @@ async def run_episode(env: Any, task: Any, generate: Generate, tokenizer: Any,
         response += env_ids
         mask += [0] * len(env_ids)
         logprobs += [0.0] * len(env_ids)
+    for key, value in (("env/turns", turns), ("env/tool_calls", stats["tool_calls"]),
+                       ("env/tool_errors", stats["tool_errors"]), ("env/finished", float(done))):
+        record_metric(key, value, "mean")
     return Episode(prompt_ids=prompt_ids, response_ids=response, reward=reward, generator_logprobs=logprobs,
                    policy_version=min(versions), response_mask=mask,
                    reward_components={"tool_task": reward},

@@ -107,8 +107,9 @@ class ExecutionResult:
     """What one run produced. Unpacks as ``stdout, stderr = result`` (the seeds' form).
 
     ``exit_code``: the program's exit status; 128 + N when a signal N killed it inside the sandbox (as a shell
-    reports it; e.g. 152 = SIGXCPU from the CPU limit); ``KILLED_BY_FORGE`` (-9) when forge killed the run
-    because of the wall-clock timeout (``timed_out``) or the output cap (``truncated``).
+    reports it; e.g. 152 = SIGXCPU from the CPU limit; -N in the weak mode, as Python reports it);
+    ``KILLED_BY_FORGE`` (-9) when forge killed the run because of the wall-clock timeout (``timed_out``) or the
+    output cap (``truncated``).
     """
 
     stdout: str  # decoded UTF-8 (invalid bytes replaced), at most max_output_bytes
@@ -395,17 +396,14 @@ async def _supervise(argv: list[str], stdin: bytes | None, timeout: float, cap: 
     feeder = asyncio.ensure_future(_feed_stdin(proc, stdin))
     overflow_wait = asyncio.ensure_future(overflow.wait())
     done_wait = asyncio.ensure_future(asyncio.gather(proc.wait(), *readers))
-    timed_out = truncated = False
+    killed = False
     try:
         done, _ = await asyncio.wait({done_wait, overflow_wait}, timeout=timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
-        if done_wait not in done:
-            truncated = overflow.is_set()
-            timed_out = not truncated
-            _kill_group(proc)
+        killed = done_wait not in done  # the timeout fired or an output stream reached the cap
     finally:
-        if proc.returncode is None and not (timed_out or truncated):
-            _kill_group(proc)  # cancelled by our caller: leave nothing running
+        if killed or proc.returncode is None:
+            _kill_group(proc)  # also when our caller cancelled us: leave nothing running
         await proc.wait()
         overflow_wait.cancel()
         feeder.cancel()
@@ -414,8 +412,9 @@ async def _supervise(argv: list[str], stdin: bytes | None, timeout: float, cap: 
         await asyncio.wait(readers, timeout=5.0)
         for task in (*readers, done_wait):
             task.cancel()
-    truncated = truncated or overflow.is_set()
-    exit_code = KILLED_BY_FORGE if (timed_out or truncated) else proc.returncode
+    truncated = overflow.is_set()
+    timed_out = killed and not truncated
+    exit_code = KILLED_BY_FORGE if killed else proc.returncode
     return ExecutionResult(stdout=bytes(out).decode("utf-8", errors="replace"),
                            stderr=bytes(err).decode("utf-8", errors="replace"), exit_code=exit_code,
                            timed_out=timed_out, truncated=truncated, duration_s=time.monotonic() - start,

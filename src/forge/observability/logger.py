@@ -82,13 +82,18 @@ class MetricLogger:
     def log_step(self, step: int, metrics: dict[str, Any] | None = None) -> dict[str, float]:
         """Close step ``step``: reduce what was recorded since the last call, add ``metrics``, write a row.
 
-        Returns the row (``{"step": step, key: value, ...}``).
+        ``metrics`` values that are ``None`` are skipped. Returns the row (``{"step": step, "time": t, key: value}``).
         """
         records = self.collector.collect() + drain_local()
         row: dict[str, float] = {"step": step, "time": time.time()}
         row.update(sorted(reduce_records(records).items()))
         for key, value in (metrics or {}).items():
-            row[key] = float(value.item() if hasattr(value, "item") else value)
+            if value is None:  # e.g. an eval metric on a step without evaluation
+                continue
+            try:
+                row[key] = float(value.item() if hasattr(value, "item") else value)
+            except (TypeError, ValueError) as e:
+                raise TypeError(f"log_step({step}): metric {key!r} must be a number, got {value!r}") from e
         self.history.append(row)
         for backend in self._backends:
             backend.log(step, row)
@@ -102,7 +107,7 @@ class MetricLogger:
             set_metrics_dir(self._previous_dir)  # this process records where it did before the logger
         self._backends = []
 
-    def __enter__(self) -> "MetricLogger":
+    def __enter__(self) -> MetricLogger:
         return self
 
     def __exit__(self, *exc) -> None:

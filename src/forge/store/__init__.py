@@ -20,7 +20,9 @@ Generator side: ``folder = await ws.wait_complete(ws.policy_prefix(version))`` t
 
 Where the store lives: ``$FORGE_STORE_DIR`` (set it — or call ``configure(...)`` — in the controller before
 spawning processes; children inherit the environment), else ``/dev/shm/forge-store-<user>-<$FORGE_RUN_ID>``.
-``$FORGE_STORE_KEEP_VERSIONS`` (default 2) complete policy versions are kept.
+``$FORGE_STORE_KEEP_VERSIONS`` (default 2) complete policy versions are kept; the files of a dropped version
+are recycled for the next put of the same size (writing into existing shared-memory pages is ~4x faster than
+into fresh ones), unless a reader holds them (``reading(prefix)``).
 
 Transports: same-host shared memory (this module, ``shm.py``); cross-host reads through Monarch ``RDMABuffer``
 (``forge.store.rdma``, TCP fallback off InfiniBand), which copies a remote host's version into the local store.
@@ -52,6 +54,7 @@ __all__ = [
     "versions",
     "latest_version",
     "weights_path",
+    "reading",
     "policy_prefix",
 ]
 
@@ -138,6 +141,11 @@ def latest_version() -> int | None:
     """The newest complete policy version, or None."""
     vs = get_store().versions()
     return vs[-1] if vs else None
+
+
+def reading(prefix: str):
+    """Context manager: hold ``prefix``'s files against recycling while an engine reads them; yields the folder."""
+    return get_store().reading(prefix)
 
 
 def weights_path(version: int) -> str:

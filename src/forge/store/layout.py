@@ -127,29 +127,27 @@ def _numel(shape) -> int:
 class MappedPart:
     """A part file mapped into memory; ``view(name)`` is a zero-copy tensor over the full tensor's bytes."""
 
-    def __init__(self, path: str, header: PartHeader, writable: bool):
+    def __init__(self, path: str, header: PartHeader, writable: bool, populate: bool = False):
+        """Map ``path``; ``populate``: pre-fault the page tables (fast when the file's pages already exist)."""
         self.path, self.header = path, header
         flags = os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY
         fd = os.open(path, flags, 0o644)
         try:
             if writable and os.fstat(fd).st_size != header.file_size:
                 os.ftruncate(fd, header.file_size)  # same size on every rank: idempotent
-            access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
-            self._mm = mmap.mmap(fd, header.file_size, access=access) if header.file_size else None
+            prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+            mflags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0)
+            self._mm = mmap.mmap(fd, header.file_size, flags=mflags, prot=prot) if header.file_size else None
         finally:
             os.close(fd)
         if self._mm is not None and writable:
             self._mm[: header.data_start] = header.header_bytes()
-        # torch.frombuffer needs a writable buffer; a read-only map is wrapped through a memoryview cast that
-        # torch accepts with a warning, so reads go through numpy-free byte views instead.
-        self._bytes = (
-            torch.frombuffer(self._mm, dtype=torch.uint8) if self._mm is not None and writable else None
-        )
-        if self._mm is not None and not writable:
+        self._bytes = None
+        if self._mm is not None:
             import warnings
 
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # "buffer is not writable": we never write it
+                warnings.simplefilter("ignore", UserWarning)  # "buffer is not writable": read maps are never written
                 self._bytes = torch.frombuffer(self._mm, dtype=torch.uint8)
 
     def view(self, name: str) -> torch.Tensor:

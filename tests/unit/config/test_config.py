@@ -6,7 +6,7 @@ import dataclasses
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import pytest
 
@@ -27,7 +27,7 @@ class Generator:
     model: str = "tiny"  # model path
     engine_args: dict[str, Any] = field(default_factory=dict)  # passed to the engine
     stop: list[str] = field(default_factory=list)  # stop strings
-    max_tokens: Optional[int] = None  # None = engine default
+    max_tokens: int | None = None  # None = engine default
 
 
 @dataclass(frozen=True)

@@ -35,3 +35,15 @@ def test_shipped_config_loads(path, tmp_path):
     assert isinstance(cfg, cls)
     again = forge.config.load(cls, forge.config.save(cfg, tmp_path / "config.yaml"))
     assert again == cfg
+
+
+def test_grpo_cli_overrides_as_in_the_readme():
+    """`python -m apps.grpo.main --config apps/grpo/<cfg>.yaml --trainer.procs 2` parses (issue 7, "Done when")."""
+    cls = root_config_class("grpo")
+    path = REPO / "apps" / "grpo" / "demo_arith_cpu.yaml"
+    if not path.exists():
+        pytest.skip("apps/grpo/demo_arith_cpu.yaml is not shipped")
+    cfg = forge.config.parse_cli(cls, ["--config", str(path), "--trainer.procs", "2", "run.seed=3"])
+    assert cfg.trainer.procs == 2 and cfg.run.seed == 3
+    with pytest.raises(forge.config.ConfigError, match="did you mean 'trainer.procs'"):
+        forge.config.parse_cli(cls, ["--config", str(path), "--trainer.proc", "2"])

@@ -8,8 +8,8 @@ import torch
 from forge.data import (
     DatasetConfig,
     PromptDataset,
-    SFTBatcher,
     Sample,
+    SFTBatcher,
     SFTExample,
     arithmetic_dataset,
     build_dataset,

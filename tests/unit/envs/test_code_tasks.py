@@ -89,6 +89,14 @@ async def test_reward_hacks_earn_nothing(sandbox):
     assert {k: g.reward for k, g in zip(hacks, grades)} == {k: 0.0 for k in hacks}
 
 
+async def test_chatty_solution_keeps_full_credit():
+    t = make_code_task("poly", seed=0, index=1, num_tests=4)
+    chatty = t.solution.replace("def f(x):", "print('x' * 5000)\ndef f(x):\n    print('debug ' * 500)")
+    small_cap = Sandbox(SandboxConfig(max_output_bytes=2048))  # the results alone fit, the prints would not
+    g = await grade_code(t, _fenced(chatty), small_cap.execute)
+    assert g.reward == 1.0 and not g.result.truncated
+
+
 async def test_timeout_keeps_partial_credit(sandbox):
     t = make_code_task("poly", seed=0, index=0, num_tests=4)
     slow_last = t.solution.replace("def f(x):", f"def f(x):\n    if x == {t.tests[-1][0]}:\n"

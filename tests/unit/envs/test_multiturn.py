@@ -144,6 +144,9 @@ async def test_app_helpers_build_datasets_and_groups(tok):
     assert score_response(f"Answer: {calc[0].target}", calc[0]) == 1.0
     code = env_dataset("code_tasks", size=2, seed=2, num_tests=3)
     assert code[0].metadata["task"] == "code_sandbox" and len(code.tasks[0].tests) == 3
+    train = {(t.prompt, repr(t.tests)) for t in env_dataset("code_tasks", size=50, seed=0).tasks}
+    test = {(t.prompt, repr(t.tests)) for t in env_dataset("code_tasks", size=50, seed=0, split="test").tasks}
+    assert len(train) == len(test) == 50 and not train & test  # the held-out split shares no task
     with pytest.raises(ValueError, match="unknown environment dataset 'x'"):
         env_dataset("x")
     with pytest.raises(ValueError, match="python tool needs execute="):
@@ -154,3 +157,26 @@ async def test_app_helpers_build_datasets_and_groups(tok):
     gen = Scripted(tok, [call, f"Answer: {calc[0].target}", "Answer: 0"])
     eps = await tool_episode_group(calc[0], gen, tok, group_size=2, config=ToolEnvConfig(max_total_tokens=400))
     assert sorted(e.reward for e in eps) == [0.0, 1.0]
+
+
+TOOL_TEMPLATE = (  # a minimal tools-aware ChatML template, in the style of Qwen2.5's
+    "{% if tools %}<|im_start|>system\n# Tools\n{% for t in tools %}{{ t.function.name }}: "
+    "{{ t.function.description }}\n{% endfor %}<|im_end|>\n{% endif %}"
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+async def test_tool_template_of_the_tokenizer_is_used():
+    from forge.envs.grpo import ToolEnvConfig, env_dataset, template_renders_tools, tool_episode_group
+
+    tok = build_byte_tokenizer()
+    tok.chat_template = TOOL_TEMPLATE
+    assert template_renders_tools(tok) and not template_renders_tools(build_byte_tokenizer())
+    sample = env_dataset("calculator", size=1, seed=0)[0]
+    gen = Scripted(tok, [f"Answer: {sample.target}"])
+    (ep,) = await tool_episode_group(sample, gen, tok, group_size=1, config=ToolEnvConfig())
+    prompt = tok.decode(ep.prompt_ids)
+    calc = CalculatorTool()
+    assert prompt.startswith(f"<|im_start|>system\n# Tools\ncalculator: {calc.description}\n<|im_end|>\n")
+    assert "Tools (call one by writing" not in prompt  # described once, by the template
+    assert ep.reward == 1.0

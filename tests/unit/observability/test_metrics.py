@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import multiprocessing as mp
 import os
 
@@ -20,7 +19,6 @@ from forge.observability import (
     plot_run,
     record_metric,
     reduce_records,
-    set_metrics_dir,
     timed,
 )
 
@@ -108,7 +106,7 @@ def test_logger_steps_jsonl_tensorboard_and_plot(tmp_path, capsys):
                 record_metric("reward/mean", v)
             record_metric("loss/kl", 0.1 * step, "last")
             record_metric("time/step", 0.5, "max")
-            row = logger.log_step(step, {"eval/accuracy": 0.2 * step} if step != 2 else None)
+            row = logger.log_step(step, {"eval/accuracy": 0.2 * step if step != 2 else None})
             assert row["reward/mean"] == 2 * step
     assert METRICS_DIR_ENV not in os.environ  # close() restores the process's previous destination
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -145,7 +143,7 @@ def test_wandb_backend_is_optional(tmp_path):
 
 
 def test_timer_breakdown(monkeypatch):
-    import forge.observability.timing as timing
+    from forge.observability import timing
 
     clock = iter([0.0, 1.0, 3.0, 3.5, 4.0, 10.0])  # start, train 1→3, sync 3.5→4, lap at 10
     monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
@@ -160,9 +158,8 @@ def test_timer_breakdown(monkeypatch):
 
 
 def test_timed_records_even_on_error():
-    with pytest.raises(RuntimeError):
-        with timed("generate"):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), timed("generate"):
+        raise RuntimeError("boom")
     out = reduce_records(drain_local())
     assert set(out) == {"time/generate"} and 0 <= out["time/generate"] < 1.0
 

@@ -134,3 +134,41 @@ def test_layout_aligns_every_tensor_to_its_element_size():
     spans = sorted((s.begin, s.end) for s in plan.tensors.values())
     assert spans[0][0] == 0 and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
     assert plan.file_size == plan.data_start + 3 + 16 + 10
+
+
+async def test_dropped_version_files_are_recycled_unless_being_read(store):
+    sd = _sd()
+
+    async def push(v, seed):
+        await ws.put_state_dict(_sd(seed), ws.policy_prefix(v))
+        await ws.commit(ws.policy_prefix(v))
+
+    def inode(v):
+        (f,) = [f for f in os.listdir(ws.weights_path(v)) if f.endswith(".safetensors")]
+        return os.stat(os.path.join(ws.weights_path(v), f)).st_ino
+
+    await push(0, 0)
+    await push(1, 1)
+    ino0 = inode(0)
+    await push(2, 2)  # drops v0: its file goes to the recycle bin
+    await push(3, 3)  # drops v1; v3 reuses v0's file (same size)
+    assert inode(3) == ino0
+    got = await ws.get_state_dict(ws.policy_prefix(3))
+    for k in sd:  # the recycled pages hold v3's data, header included
+        assert torch.equal(got[k], _sd(3)[k]), k
+    # While v2 is held by a reader, dropping it must not recycle (and so overwrite) its file.
+    with ws.reading(ws.policy_prefix(2)) as folder:
+        (f,) = [f for f in os.listdir(folder) if f.endswith(".safetensors")]
+        fd = os.open(os.path.join(folder, f), os.O_RDONLY)
+        await push(4, 4)  # drops v2 (held: unlinked, not recycled)
+        await push(5, 5)  # drops v3 (recycled) and may reuse a recycled file, never v2's
+        from safetensors.torch import load
+
+        with os.fdopen(fd, "rb") as fh:
+            held = load(fh.read())
+        for k in sd:
+            assert torch.equal(held[k], _sd(2)[k]), k
+    assert ws.versions() == [4, 5]
+    with pytest.raises(LookupError, match="dropped"):
+        with ws.reading(ws.policy_prefix(2)):
+            pass

@@ -143,9 +143,11 @@ def test_rl_micro_batches_equal_one_batch(tiny_model, name, kwargs):
 
 def test_resume_is_bit_exact(tiny_model, tmp_path):
     """save(2) → fresh engine → load(2) → 2 more steps == 4 uninterrupted steps, bit for bit (fp32)."""
-    sections = dict(optimizer={"lr": 3e-3, "weight_decay": 0.1},
-                    lr_scheduler={"warmup_steps": 2, "decay_steps": 3, "min_lr_factor": 0.1},
-                    training={"micro_batch_size": 2})
+    sections = {
+        "optimizer": {"lr": 3e-3, "weight_decay": 0.1},
+        "lr_scheduler": {"warmup_steps": 2, "decay_steps": 3, "min_lr_factor": 0.1},
+        "training": {"micro_batch_size": 2},
+    }
     batches = [make_sft_batch(seed=s) for s in range(4)]
     a = engine(tiny_model, tmp_path, **sections)
     full = [a.train_step(b) for b in batches]
@@ -198,8 +200,9 @@ def test_export_then_from_pretrained_gives_identical_logits(fixture, request, tm
 def test_push_weights_then_load_gives_identical_logits(tiny_model, tmp_path):
     import asyncio
 
-    import forge.store as ws
     from transformers import AutoConfig, AutoModelForCausalLM
+
+    import forge.store as ws
 
     ws.configure(str(tmp_path / "store"))
     e = engine(tiny_model, optimizer={"lr": 1e-2})

@@ -145,7 +145,8 @@ class VLLMEngine:
             await self.engine.pause_generation(mode="keep", clear_cache=True)
             t2 = time.perf_counter()
             try:
-                await self.engine.collective_rpc("reload_weights", kwargs={"weights_path": folder})
+                with ws.reading(ws.policy_prefix(version)):  # the files cannot be recycled mid-reload
+                    await self.engine.collective_rpc("reload_weights", kwargs={"weights_path": folder})
                 await self.engine.update_weight_version(str(version))
                 self.version = version
             finally:

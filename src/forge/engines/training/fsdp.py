@@ -167,7 +167,7 @@ class TrainingEngine:
             (loss * world.world_size).backward()
             loss_sum += loss.detach().double()
             parts.append((float((mask_of(mb) != 0).sum().item()), metrics))
-        reduce = lambda values, op: all_reduce(values, world, op)  # noqa: E731
+        reduce = lambda values, op: all_reduce(values, world, op)
         total_loss, num_tokens = reduce([loss_sum.item(), sum(w for w, _ in parts)], "sum")
         out = combine_metrics(parts, reduce)
         out["trainer/num_tokens"] = num_tokens
@@ -276,4 +276,4 @@ class TrainingEngine:
         }
 
 
-__all__ = ["TrainingEngine", "WarmupCosine", "RLBatch", "TextTrainBatch"]
+__all__ = ["RLBatch", "TextTrainBatch", "TrainingEngine", "WarmupCosine"]
