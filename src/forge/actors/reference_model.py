@@ -11,6 +11,7 @@ returns the full ``[B, T]`` (take any one, e.g. ``(await ref.forward.call(batch)
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -27,10 +28,9 @@ class ReferenceModel(ForgeActor):
     def __init__(self, config: ReferenceConfig | dict[str, Any] | None = None, **fields: Any):
         """``config`` (a ReferenceConfig or its dict) and/or its fields: model=, param_dtype=, temperature=,
         max_tokens_per_forward=, device=, seed=."""
-        if isinstance(config, ReferenceConfig) and not fields:
-            self.config = config
-        else:
-            self.config = ReferenceConfig.from_dict(config if isinstance(config, dict) else {}, **fields)
+        if isinstance(config, ReferenceConfig):
+            config = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+        self.config = ReferenceConfig.from_dict(config or {}, **fields)
         self.engine = ReferenceEngine(self.config)
 
     @endpoint

@@ -17,6 +17,7 @@ called on all ranks (``.call``), never on one (``.call_one`` on a multi-process 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from monarch.actor import endpoint
@@ -32,11 +33,9 @@ class TitanTrainer(ForgeActor):
     def __init__(self, config: TrainerConfig | dict[str, Any] | None = None, **sections: Any):
         """``config`` (a TrainerConfig or its dict tree) and/or sections: model=, optimizer=, lr_scheduler=,
         training=, checkpoint=, activation_checkpoint=, compile=, loss= (dicts or dataclasses)."""
-        if isinstance(config, TrainerConfig) and not sections:
-            self.config = config
-        else:
-            tree = {} if config is None else config if isinstance(config, dict) else _as_tree(config)
-            self.config = TrainerConfig.from_dict(tree, **sections)
+        if isinstance(config, TrainerConfig):
+            config = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+        self.config = TrainerConfig.from_dict(config or {}, **sections)  # a section given replaces that section
         self.engine = TrainingEngine(self.config)
 
     @endpoint
@@ -87,8 +86,3 @@ class TitanTrainer(ForgeActor):
     async def cleanup(self) -> None:
         self.engine.cleanup()
 
-
-def _as_tree(config: Any) -> dict[str, Any]:
-    import dataclasses
-
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
