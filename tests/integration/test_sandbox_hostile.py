@@ -16,8 +16,8 @@ import shutil
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import psutil
 import pytest
@@ -401,7 +401,8 @@ def test_corpus_runs_fast(corpus):
 
 def test_host_unaffected(corpus):
     assert corpus["accepted"] == []  # nothing reached the host's loopback or abstract sockets
-    assert open(f"{HOST_DIR}/secret.txt").read() == SECRET
+    with open(f"{HOST_DIR}/secret.txt") as f:
+        assert f.read() == SECRET
     assert not os.path.exists(f"/tmp/forge-escape-{MARK}")
     assert corpus["disk_before"] - shutil.disk_usage("/").free < 256 << 20  # disk filling stayed in tmpfs
 

@@ -55,6 +55,8 @@ async def test_trainer_and_reference_actors(procs, model_dir, tmp_path):
         ref_lp = list((await ref_actor.forward.call(batch)).values())
         metrics = list((await trainer.train_step.call(batch)).values())
         pushed = await trainer.push_weights.call(1)
+        saved = list((await trainer.save.call()).values())
+        loaded = list((await trainer.load.call(1)).values())
         status = list((await trainer.get_status.call()).values())
     finally:
         await TitanTrainer.shutdown(trainer)
@@ -74,6 +76,8 @@ async def test_trainer_and_reference_actors(procs, model_dir, tmp_path):
     assert {"trainer/grad_norm", "trainer/lr", "trainer/tokens_per_s"} <= set(metrics[0])
     assert [s["world_size"] for s in status] == [procs] * procs and status[0]["policy_version"] == 1
     assert len(list(pushed.values())) == procs
+    assert saved == [str(tmp_path / "ckpt" / "step_1")] * procs
+    assert loaded == [{"step": 1, "policy_version": 1}] * procs
 
     assert ws.latest_version() == 1
     state = await ws.get_state_dict(ws.policy_prefix(1))

@@ -66,6 +66,22 @@ def _worker(rank: int, world: int, port: int, model: str, out: str) -> None:
     exact = resumed == losses[2:] and all(
         torch.equal(p.full_tensor(), final[n]) for n, p in b.model.named_parameters())
 
+    resharded = None
+    if world == 2:  # resume the 1-rank checkpoint on 2 ranks: DCP reshards model and optimizer state
+        d = TrainingEngine(TrainerConfig.from_dict(tree))
+        d.setup()
+        d.load(f"{out}/ckpt_w1/step_2")
+        for x in batches[2:]:
+            d.train_step(x)
+        resharded = {n: p.full_tensor().detach().clone() for n, p in d.model.named_parameters()}
+
+    try:  # a batch the ranks cannot split evenly must fail loudly on every rank, before any collective
+        a.forward_backward(TextTrainBatch(*(t[:3] for t in (batches[0].input_ids, batches[0].target_ids,
+                                                             batches[0].target_mask))))
+        uneven_error = ""
+    except ValueError as e:
+        uneven_error = str(e)
+
     rl = RLBatch(input_ids=batches[0].input_ids, target_ids=batches[0].target_ids, loss_mask=batches[0].target_mask,
                  advantages=torch.tensor([1.0, -0.5, 0.25, 2.0]), generator_logprobs=-5.5 * batches[0].target_mask)
     c = TrainingEngine(TrainerConfig.from_dict({**tree, "loss": {"name": "grpo", "kwargs": {}}}))
@@ -80,7 +96,7 @@ def _worker(rank: int, world: int, port: int, model: str, out: str) -> None:
     ref_lp = ref.logprobs(*five)  # 5 rows over W ranks: exercises the padding path
     if rank == 0:
         torch.save({"losses": losses, "final": final, "logits": logits, "exact": exact, "rl_loss": rl_res.loss,
-                    "rl_metrics": rl_res.metrics, "rl_grad": rl_grad, "ref_lp": ref_lp, "five": five},
+                    "rl_metrics": rl_res.metrics, "uneven_error": uneven_error, "resharded": resharded, "rl_grad": rl_grad, "ref_lp": ref_lp, "five": five},
                    f"{out}/result_w{world}.pt")
     import torch.distributed as dist
 
@@ -115,6 +131,18 @@ def test_two_ranks_match_one_rank(results):
     assert res[2]["rl_metrics"]["loss/num_tokens"] == res[1]["rl_metrics"]["loss/num_tokens"] == 36.0  # 3 + 7 + 11 + 15
     for name, g in res[1]["rl_grad"].items():
         torch.testing.assert_close(res[2]["rl_grad"][name], g, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_one_rank_checkpoint_resumes_on_two_ranks(results):
+    _, _, res = results
+    for name, p in res[1]["final"].items():
+        torch.testing.assert_close(res[2]["resharded"][name], p, atol=2e-5, rtol=0, msg=name)
+
+
+def test_uneven_batch_is_rejected_with_a_clear_error(results):
+    _, _, res = results
+    assert res[1]["uneven_error"] == ""
+    assert "3 rows, not divisible by the trainer's 2 data-parallel ranks" in res[2]["uneven_error"]
 
 
 def test_one_rank_matches_plain_reference(results):

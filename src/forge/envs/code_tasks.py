@@ -60,7 +60,7 @@ class CodeTask:
                                                  "expected": list(self.expected)}}
 
     @classmethod
-    def from_metadata(cls, metadata: dict[str, Any]) -> "CodeTask":
+    def from_metadata(cls, metadata: dict[str, Any]) -> CodeTask:
         if "code_task" not in metadata:
             raise KeyError(f"metadata has no 'code_task' (keys: {sorted(metadata)}); build samples with "
                            "CodeTaskDataset or CodeTask.to_metadata()")
@@ -85,8 +85,8 @@ def _fam_sum_divisible(rng):
     k = rng.randint(2, 7)
     return (f"returns the sum of the elements of the integer list `xs` that are divisible by {k}", "xs",
             lambda xs: sum(x for x in xs if x % k == 0),
-            f"def f(xs):\n    total = 0\n    for x in xs:\n        if x % {k} == 0:\n            total += x\n"
-            "    return total\n",
+            (f"def f(xs):\n    total = 0\n    for x in xs:\n        if x % {k} == 0:\n            total += x\n"
+             "    return total\n"),
             lambda r: (_ints(r),))
 
 
@@ -110,8 +110,8 @@ def _fam_count_multiples(rng):
     a, b = rng.sample(range(2, 10), 2)
     return (f"returns how many integers i with 1 <= i <= n are divisible by {a} or by {b} (n >= 0)", "n",
             lambda n: sum(1 for i in range(1, n + 1) if i % a == 0 or i % b == 0),
-            f"import math\ndef f(n):\n    l = {a} * {b} // math.gcd({a}, {b})\n"
-            f"    return n // {a} + n // {b} - n // l\n",
+            (f"import math\ndef f(n):\n    l = {a} * {b} // math.gcd({a}, {b})\n"
+             f"    return n // {a} + n // {b} - n // l\n"),
             lambda r: (r.randint(0, 300),))
 
 
@@ -125,11 +125,11 @@ def _fam_reverse_words(rng):
 
 def _fam_max_window(rng):
     k = rng.randint(1, 4)
-    return (f"returns the largest sum of {k} consecutive elements of the integer list `xs` "
-            f"(xs has at least {k} elements)", "xs",
+    return ((f"returns the largest sum of {k} consecutive elements of the integer list `xs` "
+             f"(xs has at least {k} elements)"), "xs",
             lambda xs: max(sum(xs[i:i + k]) for i in range(len(xs) - k + 1)),
-            f"def f(xs):\n    cur = sum(xs[:{k}])\n    best = cur\n    for i in range({k}, len(xs)):\n"
-            f"        cur += xs[i] - xs[i - {k}]\n        best = max(best, cur)\n    return best\n",
+            (f"def f(xs):\n    cur = sum(xs[:{k}])\n    best = cur\n    for i in range({k}, len(xs)):\n"
+             f"        cur += xs[i] - xs[i - {k}]\n        best = max(best, cur)\n    return best\n"),
             lambda r: (_ints(r, n_lo=k, n_hi=k + 6),))
 
 
@@ -155,28 +155,28 @@ def _fam_unique_sorted(rng):
     order = "descending" if desc else "ascending"
     return (f"returns the distinct values of the integer list `xs` as a list sorted in {order} order", "xs",
             lambda xs: sorted(set(xs), reverse=desc),
-            "def f(xs):\n    out = []\n    for x in xs:\n        if x not in out:\n            out.append(x)\n"
-            f"    out.sort()\n    return out{'[::-1]' if desc else ''}\n",
+            ("def f(xs):\n    out = []\n    for x in xs:\n        if x not in out:\n            out.append(x)\n"
+             f"    out.sort()\n    return out{'[::-1]' if desc else ''}\n"),
             lambda r: (_ints(r, lo=-5, hi=5),))
 
 
 def _fam_caesar(rng):
     k = rng.randint(1, 25)
-    return (f"shifts every lowercase letter a-z of the string `s` forward by {k} places in the alphabet, "
-            "wrapping from z to a, and leaves every other character unchanged", "s",
+    return ((f"shifts every lowercase letter a-z of the string `s` forward by {k} places in the alphabet, "
+             "wrapping from z to a, and leaves every other character unchanged"), "s",
             lambda s: "".join(chr((ord(ch) - 97 + k) % 26 + 97) if "a" <= ch <= "z" else ch for ch in s),
-            "import string\ndef f(s):\n    lo = string.ascii_lowercase\n"
-            f"    table = str.maketrans(lo, lo[{k}:] + lo[:{k}])\n    return s.translate(table)\n",
+            ("import string\ndef f(s):\n    lo = string.ascii_lowercase\n"
+             f"    table = str.maketrans(lo, lo[{k}:] + lo[:{k}])\n    return s.translate(table)\n"),
             lambda r: (_word(r, alphabet="abcxyz Z!", hi=12),))
 
 
 def _fam_run_length(rng):
-    return ("returns the run-length encoding of the string `s`: each maximal run of one character becomes "
-            "the character followed by the run length, e.g. 'aaab' -> 'a3b1'", "s",
+    return (("returns the run-length encoding of the string `s`: each maximal run of one character becomes "
+             "the character followed by the run length, e.g. 'aaab' -> 'a3b1'"), "s",
             lambda s: "".join(f"{m.group(0)[0]}{len(m.group(0))}" for m in re.finditer(r"(.)\1*", s)),
-            "def f(s):\n    out = []\n    i = 0\n    while i < len(s):\n        j = i\n"
-            "        while j < len(s) and s[j] == s[i]:\n            j += 1\n"
-            "        out.append(s[i] + str(j - i))\n        i = j\n    return ''.join(out)\n",
+            ("def f(s):\n    out = []\n    i = 0\n    while i < len(s):\n        j = i\n"
+             "        while j < len(s) and s[j] == s[i]:\n            j += 1\n"
+             "        out.append(s[i] + str(j - i))\n        i = j\n    return ''.join(out)\n"),
             lambda r: (_word(r, alphabet="aab", hi=12),))
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from forge.data.sample import PromptDataset, Sample
 from forge.envs.code_tasks import CodeTaskConfig, CodeTaskDataset
 from forge.envs.multiturn import ChatRenderer, RolloutConfig, ToolEnv, ToolTask, calculator_tasks, run_group
+from forge.envs.sandbox import Sandbox, SandboxConfig
 from forge.envs.tools import CalculatorTool, PythonTool
 from forge.types import Episode
 
@@ -64,6 +65,17 @@ class ToolEnvConfig:
                              max_total_tokens=self.max_total_tokens, sampling_params=dict(self.sampling_params))
 
 
+_SANDBOX: Sandbox | None = None
+
+
+def _local_sandbox() -> Sandbox:
+    """An in-process sandbox engine for the python tool when no ``SandboxedPythonCoder`` service is given."""
+    global _SANDBOX
+    if _SANDBOX is None:
+        _SANDBOX = Sandbox(SandboxConfig(max_concurrency=8))
+    return _SANDBOX
+
+
 def template_renders_tools(tokenizer: Any) -> bool:
     """Does the tokenizer's chat template render a ``tools=`` list itself (Qwen2.5, Llama 3.1, Hermes ...)?"""
     return "tools" in (getattr(tokenizer, "chat_template", None) or "")
@@ -71,16 +83,15 @@ def template_renders_tools(tokenizer: Any) -> bool:
 
 def make_tool_env(config: ToolEnvConfig, execute: Callable[..., Awaitable[Any]] | None = None,
                   describe_tools: bool = True) -> ToolEnv:
-    """A fresh ``ToolEnv``; the python tool needs ``execute`` (``coder.execute.route`` or ``Sandbox.execute``).
+    """A fresh ``ToolEnv``; the python tool runs code through ``execute`` (``coder.execute.route``), or in an
+    in-process ``Sandbox`` when it is None.
     ``describe_tools=False`` leaves the tool descriptions to a chat template that renders them."""
     tools = []
     for name in config.tools:
         if name == "calculator":
             tools.append(CalculatorTool())
         else:
-            if execute is None:
-                raise ValueError("the python tool needs execute= (coder.execute.route or Sandbox(...).execute)")
-            tools.append(PythonTool(execute, timeout=config.python_timeout_s))
+            tools.append(PythonTool(execute or _local_sandbox().execute, timeout=config.python_timeout_s))
     return ToolEnv(tools, max_turns=config.max_turns, describe_tools=describe_tools)
 
 

@@ -261,7 +261,7 @@ class Sandbox:
             return f"{self.config.bwrap!r} not found"
         argv = self._bwrap_argv(code_fd=None, seccomp_fd=None, probe=True)
         try:
-            proc = subprocess.run(self._as_sandbox_user(argv), capture_output=True, timeout=30,
+            proc = subprocess.run(self._as_sandbox_user(argv), capture_output=True, timeout=30, check=False,
                                   **self._spawn_user_kwargs())
         except (OSError, subprocess.SubprocessError) as e:
             return f"{' '.join(argv[:3])}... failed to start: {e}"

@@ -25,7 +25,7 @@ import operator
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
 _TOOL_CALL_RE = re.compile(re.escape(TOOL_CALL_OPEN) + r"\s*(.*?)\s*" + re.escape(TOOL_CALL_CLOSE), re.DOTALL)
@@ -131,9 +131,9 @@ class CalculatorTool:
 
     name = "calculator"
     description = "Evaluates an arithmetic expression exactly and returns the number."
-    parameters = {"type": "object", "properties": {"expression": {"type": "string",
-                                                                  "description": "e.g. (17 + 5) * 3 / 4"}},
-                  "required": ["expression"]}
+    parameters: ClassVar[dict[str, Any]] = {
+        "type": "object", "required": ["expression"],
+        "properties": {"expression": {"type": "string", "description": "e.g. (17 + 5) * 3 / 4"}}}
 
     def __init__(self, max_chars: int = 300, max_exponent: int = 256, max_digits: int = 1000):
         self.max_chars = max_chars  # longest expression accepted
@@ -182,8 +182,9 @@ class PythonTool:
 
     name = "python"
     description = "Runs a Python 3 program in a sandbox (no network, no files kept) and returns what it prints."
-    parameters = {"type": "object", "properties": {"code": {"type": "string", "description": "the program"}},
-                  "required": ["code"]}
+    parameters: ClassVar[dict[str, Any]] = {
+        "type": "object", "required": ["code"],
+        "properties": {"code": {"type": "string", "description": "the program"}}}
 
     def __init__(self, execute: Callable[..., Awaitable[Any]], timeout: float = 5.0, max_chars: int = 2000):
         self.execute = execute  # Sandbox.execute or coder.execute.route

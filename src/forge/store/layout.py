@@ -127,8 +127,13 @@ def _numel(shape) -> int:
 class MappedPart:
     """A part file mapped into memory; ``view(name)`` is a zero-copy tensor over the full tensor's bytes."""
 
-    def __init__(self, path: str, header: PartHeader, writable: bool, populate: bool = False):
-        """Map ``path``; ``populate``: pre-fault the page tables (fast when the file's pages already exist)."""
+    def __init__(self, path: str, header: PartHeader, writable: bool, populate: bool = False,
+                 write_header: bool = True):
+        """Map ``path``; ``populate``: pre-fault the page tables (fast when the file's pages already exist).
+
+        ``writable`` maps read-write and sizes the file; ``write_header=False`` leaves an existing file's bytes
+        untouched (a read-write map of a complete file, e.g. for registering it as an RDMA buffer).
+        """
         self.path, self.header = path, header
         flags = os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY
         fd = os.open(path, flags, 0o644)
@@ -140,9 +145,10 @@ class MappedPart:
             self._mm = mmap.mmap(fd, header.file_size, flags=mflags, prot=prot) if header.file_size else None
         finally:
             os.close(fd)
-        if self._mm is not None and writable:
+        if self._mm is not None and writable and write_header:
             self._mm[: header.data_start] = header.header_bytes()
         self._bytes = None
+        self.populated = populate
         if self._mm is not None:
             import warnings
 

@@ -215,6 +215,8 @@ class ShmStore:
         Yields the folder. Raises ``LookupError`` if the folder was dropped before the files could be held.
         """
         folder = self.path(prefix)
+        if not os.path.isdir(folder):
+            raise LookupError(f"forge.store: {prefix!r} does not exist (dropped, deleted or never stored)")
         fds = []
         try:
             for path in self._parts(folder):

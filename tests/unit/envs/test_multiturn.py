@@ -63,12 +63,12 @@ async def test_tool_episode_layout_mask_and_reward(tok):
     prompt_text = (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{task.question}<|im_end|>\n"
                    "<|im_start|>assistant\n")
     tool_text = "\n<|im_start|>tool\n7006652<|im_end|>\n<|im_start|>assistant\n"
-    enc = lambda s: tok.encode(s, add_special_tokens=False)  # noqa: E731
+    enc = lambda s: tok.encode(s, add_special_tokens=False)
     assert ep.prompt_ids == enc(prompt_text)
     t1, env_ids, t2 = enc(turn1), enc(tool_text), enc(turn2)
     assert ep.response_ids == t1 + env_ids + t2
     assert ep.response_mask == [1] * len(t1) + [0] * len(env_ids) + [1] * len(t2)
-    lp = lambda n: [-0.01 * (i + 1) for i in range(n)]  # noqa: E731
+    lp = lambda n: [-0.01 * (i + 1) for i in range(n)]
     assert ep.generator_logprobs == lp(len(t1)) + [0.0] * len(env_ids) + lp(len(t2))
     assert ep.reward == 1.0 and ep.policy_version == 3
     assert ep.metadata == {"turns": 2, "finished": True, "tool_calls": 1, "tool_errors": 0}
@@ -131,7 +131,7 @@ def test_renderer_needs_a_template_and_protocol_shapes(tok):
         ChatRenderer(NoTemplate())
     r = ChatRenderer(tok)
     assert r.turn_close == "<|im_end|>\n"
-    obs, reward, done = (Observation([{"role": "user", "content": "hi"}]), 0.5, False)
+    obs = Observation([{"role": "user", "content": "hi"}])
     assert r.continuation_ids(obs.messages, tok.encode("x<|im_end|>")) == tok.encode(
         "\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
 
@@ -149,8 +149,9 @@ async def test_app_helpers_build_datasets_and_groups(tok):
     assert len(train) == len(test) == 50 and not train & test  # the held-out split shares no task
     with pytest.raises(ValueError, match="unknown environment dataset 'x'"):
         env_dataset("x")
-    with pytest.raises(ValueError, match="python tool needs execute="):
-        make_tool_env(ToolEnvConfig(tools=("python",)))
+    env = make_tool_env(ToolEnvConfig(tools=("calculator", "python")))  # python: an in-process sandbox
+    assert [t.name for t in env.tools] == ["calculator", "python"]
+    assert await env.tools[1](code="print(6 * 7)") == "42"
     with pytest.raises(ValueError, match="non-empty subset"):
         ToolEnvConfig(tools=("web",))
     call = format_tool_call("calculator", {"expression": calc[0].prompt[len("What is "):-1]})
@@ -180,3 +181,22 @@ async def test_tool_template_of_the_tokenizer_is_used():
     assert prompt.startswith(f"<|im_start|>system\n# Tools\ncalculator: {calc.description}\n<|im_end|>\n")
     assert "Tools (call one by writing" not in prompt  # described once, by the template
     assert ep.reward == 1.0
+
+
+async def test_multiturn_episode_collates_with_tool_tokens_masked(tok):
+    from forge.rl.batch import collate_episodes
+
+    call = format_tool_call("calculator", {"expression": "3*4"})
+    gen = Scripted(tok, [call + "<|im_end|>", "Answer: 12<|im_end|>"])
+    ep = await run_episode(ToolEnv([CalculatorTool()]), ToolTask("3*4?", "12"), gen, tok)
+    ep.advantage = 1.5
+    batch = collate_episodes([ep], pad_id=tok.pad_token_id)
+    p = len(ep.prompt_ids)
+    # target t scores input t+1: response token j sits at target position p - 1 + j
+    assert batch.target_ids[0, p - 1: p - 1 + ep.response_len].tolist() == ep.response_ids
+    assert batch.loss_mask[0, p - 1: p - 1 + ep.response_len].tolist() == [float(m) for m in ep.response_mask]
+    assert batch.loss_mask.sum().item() == sum(ep.response_mask) < ep.response_len
+    on = [j for j, m in enumerate(ep.response_mask) if m]
+    assert batch.generator_logprobs[0, [p - 1 + j for j in on]].tolist() == pytest.approx(
+        [ep.generator_logprobs[j] for j in on])
+    assert batch.generator_logprobs[0][batch.loss_mask[0] == 0].abs().sum().item() == 0.0

@@ -85,7 +85,7 @@ def test_seccomp_program_matches_an_independent_decoding():
     assert run(0xC000003E, 101) == 0x00050001  # ptrace: EPERM
     assert run(0xC000003E, 0x40000000 + 1) == 0x00050001  # x32 ABI: EPERM
     assert run(0x40000003, 0) == 0x80000000  # i386 ABI: kill
-    allowed = [nr for nr in range(0, 460) if run(0xC000003E, nr) == 0x7FFF0000]
+    allowed = [nr for nr in range(460) if run(0xC000003E, nr) == 0x7FFF0000]
     assert set(range(460)) - set(allowed) == denied
 
 

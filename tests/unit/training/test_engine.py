@@ -42,10 +42,10 @@ def make_rl_batch(rows=4, seq=16, seed=1) -> RLBatch:
 
 def engine(path, tmp_path=None, **sections) -> TrainingEngine:
     tree = {"model": {"path": path}, "training": {"micro_batch_size": 4, "max_norm": 1.0}}
-    for k, v in sections.items():
-        tree[k] = {**tree.get(k, {}), **v}
     if tmp_path is not None:
         tree["checkpoint"] = {"folder": str(tmp_path / "ckpt")}
+    for k, v in sections.items():
+        tree[k] = {**tree.get(k, {}), **v}
     e = TrainingEngine(TrainerConfig.from_dict(tree))
     e.setup()
     return e
@@ -69,7 +69,9 @@ def test_warmup_cosine_matches_formula():
 
 
 def test_config_rejects_bad_values():
-    with pytest.raises(KeyError, match="did you mean 'micro_batch_size'"):
+    from forge.config import ConfigError
+
+    with pytest.raises(ConfigError, match="micro_batch_size"):
         TrainerConfig.from_dict({"training": {"micro_batch_sise": 2}})
     with pytest.raises(ValueError, match="micro_batch_size must be >= 1"):
         TrainerConfig.from_dict({"training": {"micro_batch_size": 0}})
@@ -177,6 +179,15 @@ def test_resume_is_bit_exact(tiny_model, tmp_path):
             x = x.full_tensor() if hasattr(x, "full_tensor") else x
             y = y.full_tensor() if hasattr(y, "full_tensor") else y
             assert torch.equal(x, y), (k, field)
+
+
+def test_keep_latest_prunes_old_checkpoints(tiny_model, tmp_path):
+    e = engine(tiny_model, tmp_path, checkpoint={"keep_latest": 2})
+    for step in (1, 2, 3):
+        e.save(step)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["step_2", "step_3"]
+    with pytest.raises(FileNotFoundError, match="not a DCP checkpoint"):
+        e.load(1)
 
 
 @pytest.mark.parametrize("fixture", ["tiny_model", "tiny_tied_model"])

@@ -146,6 +146,7 @@ class VLLMEngine:
             t2 = time.perf_counter()
             try:
                 with ws.reading(ws.policy_prefix(version)):  # the files cannot be recycled mid-reload
+                    # vLLM's public in-place reload; it maps the safetensors files and reads them in place.
                     await self.engine.collective_rpc("reload_weights", kwargs={"weights_path": folder})
                 await self.engine.update_weight_version(str(version))
                 self.version = version

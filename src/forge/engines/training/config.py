@@ -8,7 +8,6 @@ the seeds' trainer maps onto :class:`TrainerConfig` section by section. Every da
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,33 +107,16 @@ class TrainerConfig:
     @classmethod
     def from_dict(cls, tree: dict[str, Any] | None = None, **sections: Any) -> TrainerConfig:
         """Build from a nested dict (YAML tree) and/or keyword sections; unknown keys raise with suggestions."""
-        merged = dict(tree or {})
-        merged.update(sections)
-        return _build(cls, merged, "trainer")
+        return _build(cls, tree, sections)
 
 
-def _build(cls: type, tree: Any, where: str) -> Any:
-    """Map a dict onto a (nested) frozen dataclass, rejecting unknown keys with a "did you mean"."""
-    if isinstance(tree, cls):
-        return tree
-    if not isinstance(tree, dict):
-        raise TypeError(f"{where}: expected a mapping for {cls.__name__}, got {type(tree).__name__} ({tree!r})")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in tree.items():
-        if key not in fields:
-            import difflib
+def _build(cls: type, tree: dict[str, Any], sections: dict[str, Any]) -> Any:
+    """``forge.config.from_dict`` over ``tree`` with ``sections`` replacing whole top-level keys (dataclass
+    sections are accepted too); unknown keys and wrong types raise ``forge.config.ConfigError``."""
+    from forge.config import from_dict, to_dict
 
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {sorted(fields)}"
-            raise KeyError(f"{where}.{key} is not a field of {cls.__name__}{hint}")
-        sub = fields[key].default_factory if fields[key].default_factory is not dataclasses.MISSING else None
-        if sub is not None and dataclasses.is_dataclass(sub) and isinstance(value, dict):
-            value = _build(sub, value, f"{where}.{key}")
-        elif key == "betas":
-            value = tuple(value)
-        kwargs[key] = value
-    return cls(**kwargs)
+    merged = {**to_dict(dict(tree or {})), **{k: to_dict(v) for k, v in sections.items()}}
+    return from_dict(cls, merged)
 
 
 def _validate(cfg: TrainerConfig) -> None:
@@ -187,6 +169,4 @@ class ReferenceConfig:
     @classmethod
     def from_dict(cls, tree: dict[str, Any] | None = None, **fields: Any) -> ReferenceConfig:
         """Build from a nested dict and/or keyword fields; unknown keys raise with suggestions."""
-        merged = dict(tree or {})
-        merged.update(fields)
-        return _build(cls, merged, "ref_model")
+        return _build(cls, tree, fields)

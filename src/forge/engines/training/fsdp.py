@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -155,18 +156,19 @@ class TrainingEngine:
         validate_batch(batch)
         loss_fn = self._loss_for(batch)
         norm = float(normalizer) if normalizer is not None else loss_fn.normalizer(batch)
-        local = to_device(select_rows(batch, local_rows(batch.input_ids.shape[0], world)), world.device)
+        local = select_rows(batch, local_rows(batch.input_ids.shape[0], world))
+        row_tokens = (mask_of(local) != 0).sum(dim=1).tolist()  # on the host: no device sync per micro-batch
         mbs = self.config.training.micro_batch_size
         temperature = self.config.training.temperature
         loss_sum = torch.zeros((), dtype=torch.float64, device=world.device)
         parts: list[tuple[float, dict[str, float]]] = []
         for start in range(0, local.input_ids.shape[0], mbs):
-            mb = select_rows(local, slice(start, start + mbs))
+            mb = to_device(select_rows(local, slice(start, start + mbs)), world.device)
             logits = forward_logits(self.model, mb)  # [b, T, V]
             loss, metrics = loss_fn(logits, mb, norm, temperature)
             (loss * world.world_size).backward()
             loss_sum += loss.detach().double()
-            parts.append((float((mask_of(mb) != 0).sum().item()), metrics))
+            parts.append((float(sum(row_tokens[start : start + mbs])), metrics))
         reduce = lambda values, op: all_reduce(values, world, op)
         total_loss, num_tokens = reduce([loss_sum.item(), sum(w for w, _ in parts)], "sum")
         out = combine_metrics(parts, reduce)
@@ -219,11 +221,9 @@ class TrainingEngine:
     def load(self, step_or_path: int | str) -> dict[str, int]:
         """Restore a checkpoint by step number (under ``checkpoint.folder``) or folder path. Collective."""
         world = self._require_setup()
-        if isinstance(step_or_path, int):
-            path = ckpt.step_dir(self.config.checkpoint.folder, step_or_path)
+        if isinstance(step_or_path, int) or str(step_or_path).isdigit():
+            path = ckpt.step_dir(self.config.checkpoint.folder, int(step_or_path))
         else:
-            from pathlib import Path
-
             path = Path(step_or_path)
         state = ckpt.load_checkpoint(path, self.model, self.optimizer, self.lr_scheduler, world.device)
         self.step, self.policy_version = state["step"], state["policy_version"]
