@@ -21,7 +21,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_weight_sync import SHAPES, build_shape  # noqa: E402
+from bench_weight_sync import SHAPES, build_shape
 
 
 def _prompts(num: int, length: int) -> list[list[int]]:
@@ -97,7 +97,7 @@ def main(argv=None) -> None:
     p.add_argument("--n", type=int, default=None, help="samples per prompt (CPU 4, CUDA 8)")
     p.add_argument("--max-tokens", type=int, default=None, help="new tokens per sample (CPU 64, CUDA 512)")
     p.add_argument("--prompt-len", type=int, default=32, help="prompt length in tokens")
-    p.add_argument("--rounds", type=int, default=3, help="measured rounds per path (alternating)")
+    p.add_argument("--rounds", type=int, default=7, help="measured rounds per path (alternating)")
     p.add_argument("--cache-dir", default=tempfile.gettempdir(), help="where built model folders are cached")
     args = p.parse_args(argv)
     gpu = args.device == "cuda"

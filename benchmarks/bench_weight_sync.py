@@ -46,10 +46,10 @@ def build_shape(name: str, root: str) -> str:
     if os.path.exists(os.path.join(out, "config.json")):
         return out
     tok = build_byte_tokenizer(out)
-    common = dict(vocab_size=vocab or len(tok), hidden_size=hidden, num_hidden_layers=layers,
-                  num_attention_heads=heads, num_key_value_heads=kv, intermediate_size=inter,
-                  max_position_embeddings=4096, tie_word_embeddings=tie, eos_token_id=tok.eos_token_id,
-                  pad_token_id=tok.pad_token_id, bos_token_id=tok.eos_token_id, dtype=dtype)
+    common = {"vocab_size": vocab or len(tok), "hidden_size": hidden, "num_hidden_layers": layers,
+              "num_attention_heads": heads, "num_key_value_heads": kv, "intermediate_size": inter,
+              "max_position_embeddings": 4096, "tie_word_embeddings": tie, "eos_token_id": tok.eos_token_id,
+              "pad_token_id": tok.pad_token_id, "bos_token_id": tok.eos_token_id, "dtype": dtype}
     config = Qwen3Config(head_dim=hidden // heads, **common) if arch == "qwen3" else LlamaConfig(**common)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
@@ -90,7 +90,6 @@ async def run(args) -> None:
     import forge.store as ws
     from forge.actors.generator import Generator
 
-    work = tempfile.mkdtemp(prefix="forge-bench-sync-")
     model_dir = args.model_dir or build_shape(args.model_shape, args.cache_dir)
     ws.configure(tempfile.mkdtemp(dir="/dev/shm", prefix="forge-bench-store-"))
     from transformers import AutoModelForCausalLM

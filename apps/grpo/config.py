@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from forge.data import DatasetConfig
 from forge.engines.training.config import LossConfig, TrainerConfig
+from forge.envs.grpo import ToolEnvConfig
 from forge.observability import MetricLoggerConfig
 
 
@@ -132,6 +133,7 @@ class GRPOConfig:
     generator: GeneratorSection = field(default_factory=GeneratorSection)  # vLLM service
     trainer: TrainerSection = field(default_factory=TrainerSection)  # FSDP trainer
     ref_model: RefSection | None = None  # reference model; required when trainer.loss.kwargs.beta > 0
+    env: ToolEnvConfig | None = None  # multi-turn tool episodes (forge.envs.grpo); None = single-turn
     metrics: MetricLoggerConfig = field(default_factory=MetricLoggerConfig)  # console / jsonl / tb / wandb
 
     def __post_init__(self) -> None:

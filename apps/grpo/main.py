@@ -38,6 +38,7 @@ from forge.observability import Timer, record_metric, timed
 from forge.rl.advantages import compute_advantages
 from forge.rl.batch import collate_episodes
 from forge.rl.replay import ReplayBufferConfig
+from forge.envs.grpo import tool_episode_group
 from forge.types import Episode
 
 DEFAULT_CONFIG = str(Path(__file__).with_name("demo_arith_cpu.yaml"))
@@ -54,21 +55,28 @@ class Services:
     trainer: Any  # TitanTrainer: train_step / push_weights / save / load
     ref_model: Any | None  # ReferenceModel for the KL penalty, or None
     pad_id: int  # the tokenizer's padding id (collate_episodes pads with it)
+    tokenizer: Any = None  # the policy's tokenizer (multi-turn rollouts render environment turns with it)
 
 
 async def generate_episode(svc: Services, cfg: GRPOConfig, seed: int | None) -> int:
     """Sample one prompt, G responses to it, score them, compute group advantages, add the group to the buffer."""
     sample = await svc.dataloader.sample.call_one()
     sampling = {"seed": seed} if seed is not None else None
-    with timed("generate"):
-        completions = await svc.policy.generate.route(sample.prompt, sampling_params=sampling)
-    rewards = await asyncio.gather(*[
-        svc.reward.evaluate_response.call_one(prompt=sample.prompt, response=c.text, target=sample.target,
-                                              metadata=sample.metadata) for c in completions])
-    group_id = uuid.uuid4().hex[:12]
-    episodes = [Episode(prompt_ids=c.prompt_ids, response_ids=c.token_ids, reward=float(r),
-                        generator_logprobs=c.logprobs, policy_version=c.generator_version, group_id=group_id)
-                for c, r in zip(completions, rewards)]
+    if cfg.env is not None:  # multi-turn tool episodes: the environment scores them, tool tokens are masked
+        with timed("generate"):
+            episodes = await tool_episode_group(sample, svc.policy.generate.route, svc.tokenizer,
+                                                cfg.grpo.group_size, cfg.env)
+        rewards = [ep.reward for ep in episodes]
+    else:
+        with timed("generate"):
+            completions = await svc.policy.generate.route(sample.prompt, sampling_params=sampling)
+        rewards = await asyncio.gather(*[
+            svc.reward.evaluate_response.call_one(prompt=sample.prompt, response=c.text, target=sample.target,
+                                                  metadata=sample.metadata) for c in completions])
+        group_id = uuid.uuid4().hex[:12]
+        episodes = [Episode(prompt_ids=c.prompt_ids, response_ids=c.token_ids, reward=float(r),
+                            generator_logprobs=c.logprobs, policy_version=c.generator_version, group_id=group_id)
+                    for c, r in zip(completions, rewards)]
     compute_advantages(episodes, cfg.grpo.advantage)
     if svc.ref_model is not None:
         ref = first(await svc.ref_model.forward.call(collate_episodes(episodes, svc.pad_id)))
@@ -77,7 +85,7 @@ async def generate_episode(svc: Services, cfg: GRPOConfig, seed: int | None) -> 
             ep.ref_logprobs = ref[i, start:start + ep.response_len].tolist()
     for r in rewards:
         record_metric("reward/mean", float(r), "mean")
-    record_metric("generator/response_len", sum(len(c.token_ids) for c in completions) / len(completions))
+    record_metric("generator/response_len", sum(ep.response_len for ep in episodes) / len(episodes))
     await svc.replay_buffer.add.call_one(episodes)
     return len(episodes)
 
@@ -177,7 +185,7 @@ async def launch(cfg: GRPOConfig, session: RunSession) -> Services:
         r = cfg.ref_model
         ref = await ReferenceModel.options(procs=r.procs, with_gpus=r.with_gpus).as_actor(
             model={"path": session.model_path}, param_dtype=r.param_dtype, temperature=cfg.grpo.temperature)
-    return Services(dataloader, policy, reward, replay_buffer, trainer, ref, session.pad_id)
+    return Services(dataloader, policy, reward, replay_buffer, trainer, ref, session.pad_id, session.tokenizer)
 
 
 async def shutdown(svc: Services) -> None:

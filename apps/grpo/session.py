@@ -26,6 +26,7 @@ import forge.store as ws
 from apps.common import RunDir, cache_dir, first, prepare_model
 from apps.grpo.config import GRPOConfig
 from forge.data import DatasetConfig, Sample, build_dataset, score_response
+import forge.envs.code_tasks  # noqa: F401  (registers the code_sandbox scorer wherever TaskReward runs)
 from forge.engines.training.config import TrainerConfig
 from forge.observability import MetricLogger, plot_run, record_metric
 from forge.rl.grading import Grader
@@ -109,6 +110,7 @@ class RunSession:
 
         tok = AutoTokenizer.from_pretrained(self.model_path)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.tokenizer = tok  # multi-turn rollouts render environment turns with it
         ws.configure(f"/dev/shm/forge-store-{os.getpid()}-{int(self.t0)}", keep_versions=2)
         total = cfg.grpo.steps
         self.logger = MetricLogger(cfg.metrics, run.path, total_steps=total, config=forge.config.to_dict(cfg),

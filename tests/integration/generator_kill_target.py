@@ -19,8 +19,9 @@ async def main(model_dir: str, pid_file: str) -> None:
         engine_args={"model": model_dir, "enforce_eager": True, "dtype": "float32", "max_model_len": 128})
     assert len(await gen.generate.call_one("hi", sampling_params={"max_tokens": 4})) == 1
     pids = [p.pid for p in psutil.Process().children(recursive=True) if p.name().startswith("VLLM::")]
-    with open(pid_file + ".tmp", "w") as f:
-        f.write(" ".join(map(str, pids)))
+    from pathlib import Path
+
+    Path(pid_file + ".tmp").write_text(" ".join(map(str, pids)))
     os.replace(pid_file + ".tmp", pid_file)
     await asyncio.sleep(3600)  # killed by the test
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -29,7 +30,7 @@ def test_engine_processes_die_with_a_sigkilled_controller(tmp_path):
             assert ctl.poll() is None, f"controller exited early with {ctl.returncode}"
             assert time.monotonic() < deadline, "the Generator did not start within 240 s"
             time.sleep(0.5)
-        pids = [int(p) for p in open(pid_file).read().split()]
+        pids = [int(p) for p in Path(pid_file).read_text().split()]
         engine = [psutil.Process(p) for p in pids]
         assert {p.name() for p in engine} == {"VLLM::EngineCore", "VLLM::Worker"}
         os.kill(ctl.pid, signal.SIGKILL)
@@ -43,7 +44,7 @@ def test_engine_processes_die_with_a_sigkilled_controller(tmp_path):
         for p in psutil.process_iter(["name"]):  # never leave our own stragglers behind, even on failure
             try:
                 if p.info["name"].startswith("VLLM::") and os.path.exists(pid_file) and \
-                        str(p.pid) in open(pid_file).read().split():
+                        str(p.pid) in Path(pid_file).read_text().split():
                     p.kill()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass

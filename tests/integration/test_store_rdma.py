@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 async def test_fetch_a_version_from_another_store_over_rdma(monkeypatch):
     import shutil
 
-    from forge.store.rdma import fetch, serve_store
+    from forge.store.rdma import fetch, serve_store, stop_store_server
 
     remote = tempfile.mkdtemp(dir="/dev/shm", prefix="forge-rdma-remote-")
     local = tempfile.mkdtemp(dir="/dev/shm", prefix="forge-rdma-local-")
@@ -28,7 +28,7 @@ async def test_fetch_a_version_from_another_store_over_rdma(monkeypatch):
         monkeypatch.setenv("FORGE_STORE_DIR", remote)  # the "trainer host": the server inherits this store
         await ws.put_state_dict(sd, ws.policy_prefix(4))
         await ws.commit(ws.policy_prefix(4))
-        server = await serve_store()
+        server = await serve_store()  # serves the store configured now (remote)
         monkeypatch.setenv("FORGE_STORE_DIR", local)  # the "generator host"
         assert not ws.is_complete(ws.policy_prefix(4))
         folder = await fetch(server, ws.policy_prefix(4))
@@ -38,12 +38,14 @@ async def test_fetch_a_version_from_another_store_over_rdma(monkeypatch):
             assert torch.equal(got[k], v), k
         # Byte-identical files (the safetensors reader sees the same checkpoint).
         (name,) = [f for f in os.listdir(folder) if f.endswith(".safetensors")]
-        with open(os.path.join(folder, name), "rb") as a, open(os.path.join(remote, "policy", "v4", name), "rb") as b:
-            assert a.read() == b.read()
+        from pathlib import Path
+
+        assert Path(folder, name).read_bytes() == Path(remote, "policy", "v4", name).read_bytes()
         # Fetching again is a no-op; a version the server never completes times out with a clear error.
         assert await fetch(server, ws.policy_prefix(4)) == folder
         with pytest.raises(Exception, match="not complete after"):
             await fetch(server, ws.policy_prefix(5), timeout=0.5)
+        await stop_store_server(server)
     finally:
         shutil.rmtree(remote, ignore_errors=True)
         shutil.rmtree(local, ignore_errors=True)

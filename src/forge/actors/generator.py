@@ -11,7 +11,9 @@ Each endpoint is one line into ``forge.engines.generation`` (``VLLMEngine`` on v
 ``HFEngine`` with ``backend="hf"``). ``generate`` and ``update_weights`` are concurrent endpoints: many generate
 calls are batched by the engine, and an update lands while they run (the engine pauses, reloads in place and
 resumes; requests in flight complete and report the versions of their first and last tokens). The weight store is
-found through ``$FORGE_STORE_DIR``, inherited from the controller (see ``forge.store``). The engine's processes are
+found through ``$FORGE_STORE_DIR``, inherited from the controller (see ``forge.store``); on another host than the
+trainer, pass ``weight_source=await forge.store.rdma.serve_store()`` (started on the trainer's host) and missing
+versions are fetched over RDMA into this host's store first. The engine's processes are
 stopped when the actor's mesh stops (``__cleanup__``), and reaped by a watchdog if the process is killed.
 """
 
@@ -30,11 +32,12 @@ class Generator(ForgeActor):
     """Serves ``generate`` from a vLLM (or transformers) engine and loads new policy versions from the store."""
 
     def __init__(self, engine_args: Any = None, sampling_params: Any = None, *, backend: str = "vllm",
-                 initial_version: int = 0, update_timeout_s: float = 120.0):
+                 initial_version: int = 0, update_timeout_s: float = 120.0, weight_source: Any = None):
         if engine_args is None:
             raise ValueError("Generator needs engine_args, e.g. {'model': '/path/to/hf_model'}")
         self.config = GeneratorConfig.build(engine_args, sampling_params, backend=backend,
-                                            initial_version=initial_version, update_timeout_s=update_timeout_s)
+                                            initial_version=initial_version, update_timeout_s=update_timeout_s,
+                                            weight_source=weight_source)
         self.engine = None
 
     @endpoint

@@ -13,7 +13,7 @@ from forge.data.sources import load_gsm8k, load_hf, load_jsonl
 
 __all__ = ["DatasetConfig", "build_dataset"]
 
-Source = Literal["arithmetic", "jsonl", "hf", "gsm8k", "reasoning_gym"]
+Source = Literal["arithmetic", "jsonl", "hf", "gsm8k", "reasoning_gym", "code_tasks", "calculator"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,10 @@ def build_dataset(cfg: DatasetConfig, tokenizer: Any = None) -> PromptDataset:
         ds = load_hf(cfg.path, cfg.split, cfg.prompt_key, cfg.target_key, cfg.subset, cfg.scorer)
     elif cfg.source == "gsm8k":
         ds = load_gsm8k(cfg.path or "openai/gsm8k", cfg.split)
+    elif cfg.source in ("code_tasks", "calculator"):  # generated environment tasks (issue 8); task_args: kwargs
+        from forge.envs.grpo import env_dataset
+
+        ds = env_dataset(cfg.source, cfg.size, cfg.seed, cfg.split, **dict(cfg.task_args))
     else:
         ds = reasoning_gym_dataset(cfg.task, cfg.size, cfg.seed, cfg.split, dict(cfg.task_args),
                                    system_prompt=cfg.system_prompt or "default")

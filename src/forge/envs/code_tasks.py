@@ -100,7 +100,8 @@ def _fam_count_char(rng):
 
 def _fam_poly(rng):
     a, b, c = rng.randint(-5, 5), rng.randint(-9, 9), rng.randint(-9, 9)
-    return (f"returns {a}*x*x + {b}*x + {c} for the integer `x`", "x",
+    expr = f"{a}*x*x {'-' if b < 0 else '+'} {abs(b)}*x {'-' if c < 0 else '+'} {abs(c)}"  # "3*x*x - 2*x + 7"
+    return (f"returns {expr} for the integer `x`", "x",
             lambda x: a * x * x + b * x + c,
             f"def f(x):\n    return x * ({a} * x + {b}) + {c}\n",
             lambda r: (r.randint(-50, 50),))

@@ -38,24 +38,24 @@ import torch
 from forge.store.shm import ShmStore, StoreConfig, default_root, policy_prefix
 
 __all__ = [
-    "StoreConfig",
     "ShmStore",
-    "configure",
-    "get_store",
-    "put",
-    "get",
-    "keys",
-    "delete",
-    "put_state_dict",
-    "get_state_dict",
+    "StoreConfig",
     "commit",
-    "wait_complete",
+    "configure",
+    "delete",
+    "get",
+    "get_state_dict",
+    "get_store",
     "is_complete",
-    "versions",
+    "keys",
     "latest_version",
-    "weights_path",
-    "reading",
     "policy_prefix",
+    "put",
+    "put_state_dict",
+    "reading",
+    "versions",
+    "wait_complete",
+    "weights_path",
 ]
 
 _STORE: ShmStore | None = None

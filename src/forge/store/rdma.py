@@ -29,7 +29,9 @@ from forge.store.layout import MappedPart, read_header
 class StoreServer(Actor):
     """Serves complete versions of this host's store as RDMA buffers (``open`` / ``release``)."""
 
-    def __init__(self):
+    def __init__(self, root: str | None = None):
+        if root is not None:  # else the store this process inherited through $FORGE_STORE_DIR
+            os.environ["FORGE_STORE_DIR"] = root
         self._held: dict[str, tuple[Any, list[MappedPart], list[Any]]] = {}
 
     @endpoint
@@ -78,12 +80,26 @@ class StoreServer(Actor):
         lock.__exit__(None, None, None)
 
 
-async def serve_store() -> Any:
-    """Spawn a ``StoreServer`` in a new 1-process mesh on this host (it inherits ``$FORGE_STORE_DIR``)."""
+async def serve_store(root: str | None = None) -> Any:
+    """Spawn a ``StoreServer`` for the store at ``root`` (default: this process's) in a 1-process mesh here."""
     from monarch.actor import this_host
 
+    import forge.store as ws
+
     procs = this_host().spawn_procs(per_host={"procs": 1})
-    return procs.spawn("forge_store_server", StoreServer)
+    server = procs.spawn("forge_store_server", StoreServer, root or ws.get_store().config.root)
+    _PROCS[id(server)] = (server, procs)
+    return server
+
+
+async def stop_store_server(server: Any) -> None:
+    """Stop a server started by ``serve_store`` (its process)."""
+    held = _PROCS.pop(id(server), None)
+    if held is not None:
+        await held[1].stop()
+
+
+_PROCS: dict[int, tuple[Any, Any]] = {}
 
 
 async def fetch(server: Any, prefix: str, timeout: float = 60.0) -> str:

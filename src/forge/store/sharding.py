@@ -35,7 +35,7 @@ def local_slices(t) -> tuple[slice, ...] | None:
 
     for p in t.placements:
         if isinstance(p, Partial):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004 - a bad value (placement), not a bad type
                 "forge.store cannot put a DTensor with a Partial placement (pending reduction); "
                 "call .redistribute(placements=[Replicate() or Shard(d)]) first"
             )

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from forge.store.layout import MappedPart, PartHeader, part_file_name, plan_part, read_header
-from forge.store.sharding import global_meta, is_primary_replica, read_into, write_shard
+from forge.store.sharding import global_meta, read_into, write_shard
 
 POLICY_ROOT = "policy"
 RECYCLE = ".recycle"  # part files of dropped versions, reused by later puts of the same size

@@ -52,7 +52,8 @@ def test_hand_computed_task_values():
     t = make_code_task("poly", seed=0, index=0, num_tests=3)
     import re
 
-    a, b, c = map(int, re.search(r"returns (-?\d+)\*x\*x \+ (-?\d+)\*x \+ (-?\d+)", t.prompt).groups())
+    a, sb, b, sc, c = re.search(r"returns (-?\d+)\*x\*x ([+-]) (\d+)\*x ([+-]) (\d+) ", t.prompt).groups()
+    a, b, c = int(a), int(b) * (-1 if sb == "-" else 1), int(c) * (-1 if sc == "-" else 1)
     for (x,), y in zip(t.tests, t.expected):
         assert y == a * x * x + b * x + c
 
@@ -126,3 +127,15 @@ def test_sync_grader_and_registered_scorer():
 async def test_sync_grader_inside_a_running_loop():
     ds = CodeTaskDataset(CodeTaskConfig(size=1, seed=6))
     assert CodeSandboxReward()(ds[0].prompt, _fenced(ds.tasks[0].solution), ds[0].metadata) == 1.0
+
+
+def test_app_dataset_sources():
+    from forge.data import DatasetConfig, build_dataset
+
+    ds = build_dataset(DatasetConfig(source="code_tasks", size=6, seed=1, task_args={"families": ["poly"],
+                                                                                      "num_tests": 3}))
+    assert len(ds) == 6 and all(s.metadata["code_task"]["family"] == "poly" for s in ds)
+    held_out = build_dataset(DatasetConfig(source="code_tasks", split="test", size=6, seed=1))
+    assert {s.prompt for s in held_out}.isdisjoint({s.prompt for s in ds})
+    calc = build_dataset(DatasetConfig(source="calculator", size=4))
+    assert score_response(f"Answer: {calc[2].target}", calc[2]) == 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
@@ -132,7 +133,7 @@ def test_layout_aligns_every_tensor_to_its_element_size():
         assert s.begin % s.dtype.itemsize == 0
     # contiguous, no holes (the safetensors reader rejects holes)
     spans = sorted((s.begin, s.end) for s in plan.tensors.values())
-    assert spans[0][0] == 0 and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert spans[0][0] == 0 and all(a[1] == b[0] for a, b in itertools.pairwise(spans))
     assert plan.file_size == plan.data_start + 3 + 16 + 10
 
 
@@ -169,6 +170,5 @@ async def test_dropped_version_files_are_recycled_unless_being_read(store):
         for k in sd:
             assert torch.equal(held[k], _sd(2)[k]), k
     assert ws.versions() == [4, 5]
-    with pytest.raises(LookupError, match="dropped"):
-        with ws.reading(ws.policy_prefix(2)):
-            pass
+    with pytest.raises(LookupError, match="dropped"), ws.reading(ws.policy_prefix(2)):
+        pass

@@ -46,6 +46,8 @@ class GeneratorConfig:
     backend: str = "vllm"  # "vllm" (AsyncLLM) or "hf" (transformers, no vLLM needed)
     initial_version: int = 0  # policy version of the weights in engine_args["model"]
     update_timeout_s: float = 120.0  # how long update_weights waits for a version to be complete in the store
+    weight_source: Any = None  # a forge.store.rdma.StoreServer on the trainer's host: versions missing from this
+    #                            host's store are fetched from it over RDMA (None: same host, shared memory)
     catch_up_on_start: bool = True  # after start, load the newest complete store version if newer (a restarted
     #                                 replica then serves what the others serve, not initial_version)
 
@@ -61,10 +63,23 @@ class GeneratorConfig:
                                  f"it supports {sorted(HF_SAMPLING_KEYS)}")
 
     @classmethod
-    def build(cls, engine_args: Any, sampling_params: Any = None, **kw) -> "GeneratorConfig":
+    def build(cls, engine_args: Any, sampling_params: Any = None, **kw) -> GeneratorConfig:
         """From dicts or vLLM objects (``AsyncEngineArgs`` / ``SamplingParams``)."""
         return cls(engine_args=_as_dict(engine_args, "EngineArgs"),
                    sampling_params=_as_dict(sampling_params, "SamplingParams"), **kw)
+
+
+async def version_folder(config: GeneratorConfig, version: int) -> str:
+    """The local store folder of policy ``version`` once it is complete (fetched over RDMA from
+    ``config.weight_source`` when this host's store does not have it)."""
+    import forge.store as ws
+
+    prefix = ws.policy_prefix(version)
+    if config.weight_source is not None and not ws.is_complete(prefix):
+        from forge.store.rdma import fetch
+
+        return await fetch(config.weight_source, prefix, timeout=config.update_timeout_s)
+    return await ws.wait_complete(prefix, timeout=config.update_timeout_s)
 
 
 async def catch_up(engine) -> None:

@@ -21,7 +21,14 @@ from typing import Any
 
 import torch
 
-from forge.engines.generation.config import GeneratorConfig, catch_up, encode_prompt, load_tokenizer, merge_sampling
+from forge.engines.generation.config import (
+    GeneratorConfig,
+    catch_up,
+    encode_prompt,
+    load_tokenizer,
+    merge_sampling,
+    version_folder,
+)
 from forge.types import Completion
 
 
@@ -135,7 +142,7 @@ class HFEngine:
                 return {}
             t0 = time.perf_counter()
             prefix = ws.policy_prefix(version)
-            await ws.wait_complete(prefix, timeout=self.config.update_timeout_s)
+            await version_folder(self.config, version)
             t1 = time.perf_counter()
             params = self.model.state_dict()
             names = [k.rsplit("/", 1)[-1] for k in ws.get_store().keys(prefix + "/")]

@@ -1,12 +1,13 @@
 """Reap vLLM's engine processes when the process that owns the engine dies without shutting it down.
 
 vLLM's EngineCore and worker processes survive a SIGKILLed owner (measured: still running 32 s later, FACTS.md
-"vLLM on CPU"). The owner cannot clean up after a SIGKILL, so after the engine has started it launches this small
-watchdog process with the engine's process ids. The watchdog polls its parent; when the parent is gone (its parent
-id changes) it kills the recorded processes — checking each one's start time first, so a recycled pid is never
-hit — and exits. On a clean shutdown the owner terminates the watchdog itself.
+"vLLM on CPU"). The owner cannot clean up after a SIGKILL, so *before* starting the engine it launches this small
+watchdog process (in its own session, so a signal to the owner's process group does not reach it). Every 0.5 s the
+watchdog records the owner's descendants (pid + start time) and any pids it was given; once the owner is gone (or a
+zombie) it kills all of them — checking each one's start time first, so a recycled pid is never hit — and exits.
+On a clean shutdown the owner terminates the watchdog itself.
 
-Run as ``python -m forge.engines.generation.reaper <owner pid> <pid>:<create time> ...``.
+Run as ``python -m forge.engines.generation.reaper <owner pid> [<pid>:<create time> ...]``.
 """
 
 from __future__ import annotations
@@ -31,10 +32,8 @@ def engine_descendants() -> list[tuple[int, float]]:
     return out
 
 
-def start_reaper(pids: list[tuple[int, float]]) -> subprocess.Popen | None:
-    """Launch the watchdog for ``pids``; returns its handle (terminate it on a clean shutdown)."""
-    if not pids:
-        return None
+def start_reaper(pids: list[tuple[int, float]] = ()) -> subprocess.Popen:
+    """Launch the watchdog of this process's descendants (plus ``pids``); terminate it on a clean shutdown."""
     args = [sys.executable, "-m", "forge.engines.generation.reaper", str(os.getpid())]
     args += [f"{pid}:{ct!r}" for pid, ct in pids]
     # start_new_session: the watchdog must not die with the owner's process group when the owner is killed.
@@ -68,23 +67,38 @@ def _kill(pids: list[tuple[int, float]]) -> None:
             pass
 
 
+def _descendants(owner: int) -> set[tuple[int, float]]:
+    import psutil
+
+    out = set()
+    try:
+        children = psutil.Process(owner).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return out
+    for p in children:
+        try:
+            if p.pid != os.getpid():
+                out.add((p.pid, p.create_time()))
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
 def main(argv: list[str]) -> None:
     owner = int(argv[0])
-    pids = [(int(a.split(":")[0]), float(a.split(":")[1])) for a in argv[1:]]
+    pids = {(int(a.split(":")[0]), float(a.split(":")[1])) for a in argv[1:]}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # clean shutdown by the owner: leave the engine be
     while True:
-        try:
-            os.kill(owner, 0)
-            alive = True
-        except ProcessLookupError:
-            alive = False
-        if not alive or _is_zombie(owner):
-            _kill(pids)
+        alive = not _is_zombie(owner)
+        if not alive:
+            _kill(sorted(pids))
             return
+        pids |= _descendants(owner)
         time.sleep(0.5)
 
 
 def _is_zombie(pid: int) -> bool:
+    """True if ``pid`` is gone or a zombie (killed, not yet reaped by its parent)."""
     import psutil
 
     try:

@@ -33,7 +33,14 @@ import time
 import uuid
 from typing import Any
 
-from forge.engines.generation.config import GeneratorConfig, catch_up, encode_prompt, load_tokenizer, merge_sampling
+from forge.engines.generation.config import (
+    GeneratorConfig,
+    catch_up,
+    encode_prompt,
+    load_tokenizer,
+    merge_sampling,
+    version_folder,
+)
 from forge.engines.generation.reaper import engine_descendants, start_reaper, stop_reaper
 from forge.types import Completion
 
@@ -96,14 +103,20 @@ class VLLMEngine:
         args = {**_ENGINE_DEFAULTS, **self.config.engine_args}
         self.tokenizer = load_tokenizer(self.config.engine_args)
         before = set(engine_descendants())
+        self._reaper = start_reaper()  # before the engine: covers a kill during the (long) start too
+        before |= set(engine_descendants())
         # The engine start blocks for tens of seconds: run it off the event loop so the process keeps answering
         # (a Monarch actor's loop also serves supervision and cleanup). AsyncLLM starts its output handler lazily
         # on the first request when built outside a running loop.
-        self.engine = await asyncio.to_thread(AsyncLLM.from_engine_args, AsyncEngineArgs(**args))
+        try:
+            self.engine = await asyncio.to_thread(AsyncLLM.from_engine_args, AsyncEngineArgs(**args))
+        except BaseException:
+            stop_reaper(self._reaper)
+            self._reaper = None
+            raise
         self._engine_pids = [p for p in engine_descendants() if p not in before]
         logger.info("vLLM engine processes: %s", _describe(self._engine_pids))
         await self.engine.update_weight_version(str(self.version))
-        self._reaper = start_reaper(self._engine_pids)
         await catch_up(self)
 
     def _sampling(self, override: Any):
@@ -140,7 +153,7 @@ class VLLMEngine:
                 logger.info("update_weights(%d): already serving version %d", version, self.version)
                 return {}
             t0 = time.perf_counter()
-            folder = await ws.wait_complete(ws.policy_prefix(version), timeout=self.config.update_timeout_s)
+            folder = await version_folder(self.config, version)
             t1 = time.perf_counter()
             await self.engine.pause_generation(mode="keep", clear_cache=True)
             t2 = time.perf_counter()

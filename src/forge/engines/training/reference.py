@@ -53,7 +53,8 @@ class ReferenceEngine:
         self, batch: RLBatch | TextTrainBatch | torch.Tensor, target_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Log-prob of each target token. batch: an RLBatch / TextTrainBatch, or input_ids [B, T] with
-        target_ids [B, T]. Returns float32 [B, T] on CPU (identical on every rank); 0 is not special — mask it."""
+        target_ids [B, T]. Returns float32 [B, T] on CPU, identical on every rank, for every position (padding
+        included: apply your loss_mask)."""
         if self.model is None or self.world is None:
             raise RuntimeError("ReferenceEngine.setup() has not been called")
         input_ids, target_ids = _ids_of(batch, target_ids)

@@ -1,0 +1,1 @@
+"""Plain-PyTorch / vLLM engines under the actors: testable in one process without Monarch."""
