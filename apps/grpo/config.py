@@ -36,6 +36,7 @@ class RunSettings:
     keep_checkpoints: int = 2  # newest trainer checkpoints kept on disk
     cache_dir: str = ""  # built models and SFT warm starts; "" = $FORGE_CACHE_DIR or ~/.cache/forge
     plot: bool = True  # write plot.png at the end of the run
+    time_budget_s: float | None = None  # stop training once the run (warm start included) is this old; None = off
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,7 @@ async def train_on(svc: Services, session: RunSession, episodes: list[Episode]) 
 async def continuous_training(svc: Services, session: RunSession, quota: RolloutQuota,
                               stop: asyncio.Event) -> None:
     """Train on batches of whole groups as they become available (async GRPO)."""
-    while session.step < session.cfg.grpo.steps and not stop.is_set():
+    while not session.done and not stop.is_set():
         shards = await svc.replay_buffer.sample.call_one(curr_policy_version=session.version)
         if shards is None:
             await asyncio.sleep(0.02)  # wait for more experience
@@ -149,7 +149,7 @@ async def continuous_training(svc: Services, session: RunSession, quota: Rollout
 async def synchronous_rl(svc: Services, session: RunSession, stop: asyncio.Event) -> None:
     """On-policy GRPO: collect a full batch with the current weights, then train on exactly that batch."""
     cfg = session.cfg
-    while session.step < cfg.grpo.steps and not stop.is_set():
+    while not session.done and not stop.is_set():
         shards, rounds = None, 0
         while shards is None and not stop.is_set():
             seeds = [cfg.run.seed * 1_000_003 + session.step * 10_007 + rounds * 1_009 + i

@@ -101,6 +101,7 @@ class RunSession:
         self.accuracy_before: float | None = None
         self.eval_history: list[dict[str, float]] = []
         self.wall_before = 0.0  # wall seconds of earlier segments of a resumed run
+        self._said_budget = False
         self._gone = 0.0  # episodes the buffer has dropped so far (zero-variance, stale, over capacity)
         self.t0 = t_start  # this process's start: a warm start run here counts in wall_seconds
         self.t_rl = time.time()
@@ -176,6 +177,16 @@ class RunSession:
 
     # ---- steps, evaluation, summary ---------------------------------------------------------------------------
     @property
+    def done(self) -> bool:
+        """All steps taken, or the time budget spent (``run.time_budget_s``, for demos with a deadline)."""
+        budget = self.cfg.run.time_budget_s
+        out_of_time = budget is not None and self.wall_seconds >= budget
+        if out_of_time and self.step < self.cfg.grpo.steps and not self._said_budget:
+            self._said_budget = True
+            print(f"[forge] time budget of {budget:.0f} s reached at step {self.step}: final evaluation", flush=True)
+        return self.step >= self.cfg.grpo.steps or out_of_time
+
+    @property
     def wall_seconds(self) -> float:
         return self.wall_before + time.time() - self.t0
 
@@ -194,7 +205,7 @@ class RunSession:
         self.step += 1
         extra = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         every = self.cfg.eval.every_steps
-        if every and self.step % every == 0 and self.step < self.cfg.grpo.steps:
+        if every and self.step % every == 0 and not self.done:
             result = await self.evaluator.run(self.cfg.eval.max_samples)
             self.eval_history.append({"step": self.step, **result})
             extra.update(result)
