@@ -31,7 +31,7 @@ def _prompts(num: int, length: int) -> list[list[int]]:
 
 def _engine_args(args, model_dir: str) -> dict:
     ea = {"model": model_dir, "max_model_len": args.prompt_len + args.max_tokens + 8, "seed": 0,
-          "logprobs_mode": "processed_logprobs"}
+          "logprobs_mode": "processed_logprobs", "dtype": SHAPES[args.model_shape][-1]}
     if args.device == "cuda":
         ea["gpu_memory_utilization"] = 0.4  # two engines share the card
     else:
@@ -93,16 +93,17 @@ def main(argv=None) -> None:
     p.add_argument("--model-shape", default=None, help=f"one of {sorted(SHAPES)} (default: tiny on CPU, "
                                                           "qwen3-1.7b on CUDA)")
     p.add_argument("--model-dir", default=None, help="use this HF folder instead of building --model-shape")
-    p.add_argument("--prompts", type=int, default=None, help="prompts per round (CPU 64, CUDA 256)")
+    p.add_argument("--prompts", type=int, default=None, help="prompts per round (CPU 64, CUDA 64)")
     p.add_argument("--n", type=int, default=None, help="samples per prompt (CPU 4, CUDA 8)")
     p.add_argument("--max-tokens", type=int, default=None, help="new tokens per sample (CPU 64, CUDA 512)")
     p.add_argument("--prompt-len", type=int, default=32, help="prompt length in tokens")
-    p.add_argument("--rounds", type=int, default=7, help="measured rounds per path (alternating)")
+    p.add_argument("--rounds", type=int, default=None, help="measured rounds per path, alternating (CPU 7, CUDA 3)")
     p.add_argument("--cache-dir", default=tempfile.gettempdir(), help="where built model folders are cached")
     args = p.parse_args(argv)
     gpu = args.device == "cuda"
     args.model_shape = args.model_shape or ("qwen3-1.7b" if gpu else "tiny")
-    args.prompts = args.prompts or (256 if gpu else 64)
+    args.prompts = args.prompts or 64  # CUDA: 64 x 8 x 512 = 262k tokens a round keeps the run under 10 min
+    args.rounds = args.rounds or (3 if gpu else 7)
     args.n = args.n or (8 if gpu else 4)
     args.max_tokens = args.max_tokens or (512 if gpu else 64)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")

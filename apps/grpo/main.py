@@ -34,11 +34,11 @@ from forge.actors.replay_buffer import ReplayBuffer
 from forge.actors.reward import RewardActor
 from forge.actors.trainer import TitanTrainer
 from forge.controller.actor import ForgeActor
+from forge.envs.grpo import tool_episode_group
 from forge.observability import Timer, record_metric, timed
 from forge.rl.advantages import compute_advantages
 from forge.rl.batch import collate_episodes
 from forge.rl.replay import ReplayBufferConfig
-from forge.envs.grpo import tool_episode_group
 from forge.types import Episode
 
 DEFAULT_CONFIG = str(Path(__file__).with_name("demo_arith_cpu.yaml"))

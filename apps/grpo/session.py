@@ -22,11 +22,11 @@ from typing import Any
 import torch
 
 import forge.config
+import forge.envs.code_tasks  # registers the code_sandbox scorer wherever TaskReward runs
 import forge.store as ws
 from apps.common import RunDir, cache_dir, first, prepare_model
 from apps.grpo.config import GRPOConfig
 from forge.data import DatasetConfig, Sample, build_dataset, score_response
-import forge.envs.code_tasks  # noqa: F401  (registers the code_sandbox scorer wherever TaskReward runs)
 from forge.engines.training.config import TrainerConfig
 from forge.observability import MetricLogger, plot_run, record_metric
 from forge.rl.grading import Grader
