@@ -116,6 +116,8 @@ class RunSession:
         total = cfg.grpo.steps
         self.logger = MetricLogger(cfg.metrics, run.path, total_steps=total, config=forge.config.to_dict(cfg),
                                    run_name=run.path.name)
+        if resumed:  # the metrics directory holds the earlier segments' records: they belong to logged steps
+            self.logger.collector.collect()
 
     @classmethod
     async def start(cls, cfg: GRPOConfig, resume: str | None) -> "RunSession":
@@ -194,6 +196,7 @@ class RunSession:
         if self.accuracy_before is None:
             t0 = time.time()
             self.accuracy_before = await evaluator.accuracy(self.cfg.eval.final_max_samples)
+            self.logger.log_step(0, {"eval/accuracy": self.accuracy_before})  # the plot's starting point
             print(f"[forge] held-out accuracy before training: {100 * self.accuracy_before:.1f}% "
                   f"({len(evaluator.samples[: self.cfg.eval.final_max_samples])} prompts, {time.time() - t0:.1f} s)",
                   flush=True)

@@ -65,7 +65,7 @@ def _env(cache: Path) -> dict[str, str]:
     return env
 
 
-def _run_grpo(args: list[str], cache: Path, timeout: int = 400) -> subprocess.CompletedProcess:
+def _run_grpo(args: list[str], cache: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "apps.grpo.main", *args], cwd=REPO, env=_env(cache),
                           capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
@@ -86,7 +86,7 @@ def workdir(tmp_path_factory):
     return root
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1500)
 def test_grpo_golden_then_resume(workdir):
     runs, cache = workdir / "runs", workdir / "cache"
     common = [f"model=sft:{workdir / 'sft.yaml'}", f"run.runs_dir={runs}", *GOLDEN_OVERRIDES]

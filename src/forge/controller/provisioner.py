@@ -33,6 +33,8 @@ from typing import Any
 
 from monarch.actor import ProcMesh, default_bootstrap_cmd, this_host
 
+from forge.store.shm import default_root as store_root
+
 logger = logging.getLogger(__name__)
 
 # Address the processes of a single-host mesh rendezvous on.
@@ -169,7 +171,10 @@ class Provisioner:
         gpus = self.gpus.allocate(name, procs) if with_gpus else []
         port = free_port()
         mesh_id = uuid.uuid4().hex
-        base_cmd = default_bootstrap_cmd().with_env({"PYTHONPATH": controller_pythonpath()})
+        # Every process of one run shares one weight store: fix its location (per run, never a shared default)
+        # in the controller before the first spawn and hand it to the children explicitly.
+        base_cmd = default_bootstrap_cmd().with_env({"PYTHONPATH": controller_pythonpath(),
+                                                     "FORGE_STORE_DIR": store_root()})
 
         def per_rank(point: Any):
             rank = int(point["procs"])

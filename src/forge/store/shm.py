@@ -19,6 +19,7 @@ the newest ``keep_versions`` complete ones.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import getpass
@@ -49,11 +50,20 @@ def policy_prefix(version: int) -> str:
 
 
 def default_root(run_id: str | None = None) -> str:
-    """``$FORGE_STORE_DIR`` if set, else ``/dev/shm/forge-store-<user>-<run id>`` (run id: ``$FORGE_RUN_ID``)."""
+    """``$FORGE_STORE_DIR`` if set, else ``/dev/shm/forge-store-<user>-<run id>`` (run id: ``$FORGE_RUN_ID``).
+
+    With neither set, this process starts a new run: it picks a fresh run id, exports it as ``$FORGE_RUN_ID`` so
+    processes it spawns afterwards share the store, and removes the folder when it exits. A fixed shared default
+    would let one run's generators load a previous run's weights (they catch up to the newest stored version).
+    """
     if os.environ.get("FORGE_STORE_DIR"):
         return os.environ["FORGE_STORE_DIR"]
-    run_id = run_id or os.environ.get("FORGE_RUN_ID") or "default"
+    run_id = run_id or os.environ.get("FORGE_RUN_ID")
     base = "/dev/shm" if os.path.isdir("/dev/shm") else os.environ.get("TMPDIR", "/tmp")
+    if not run_id:
+        run_id = f"{os.getpid()}-{time.time_ns() % 10**12}"
+        os.environ["FORGE_RUN_ID"] = run_id
+        atexit.register(shutil.rmtree, os.path.join(base, f"forge-store-{getpass.getuser()}-{run_id}"), True)
     return os.path.join(base, f"forge-store-{getpass.getuser()}-{run_id}")
 
 

@@ -14,9 +14,12 @@ store (generation keeps running meanwhile), then
     update_weight_version(str(v))           vLLM labels every token sampled from now on with v
     resume_generation()
 
-Which version a completion reports: vLLM records, per completion, the spans of output tokens sampled under each
-weight label (``CompletionOutput.weight_versions``). ``Completion.generator_version`` is the label of the first
-response token, ``generator_version_last`` that of the last one (see ``forge.types.Completion``).
+Which version a completion reports: vLLM (≥ 0.32) records, per completion, the spans of output tokens sampled under
+each weight label (``CompletionOutput.weight_versions``). ``Completion.generator_version`` is the label of the first
+response token, ``generator_version_last`` that of the last one (see ``forge.types.Completion``). Older vLLM builds
+(the CUDA machines' 0.20.2) have no token labels: there the engine reports the version it served when the request
+was submitted as ``generator_version`` (never newer than the first token's, so a staleness bound computed from it
+stays safe) and the version it served when the request finished as ``generator_version_last``.
 
 Log-probs are those of the distribution actually sampled from (vLLM ``logprobs_mode="processed_logprobs"``:
 after temperature / top-k / top-p) unless ``engine_args`` sets ``logprobs_mode``.
@@ -51,7 +54,7 @@ _ENGINE_DEFAULTS = {"logprobs_mode": "processed_logprobs", "disable_log_stats": 
 
 
 def completion_from_output(prompt: Any, prompt_ids: list[int], out, default_version: int,
-                           prompt_logprobs=None) -> Completion:
+                           prompt_logprobs=None, last_version: int | None = None) -> Completion:
     """A ``forge.types.Completion`` from one ``vllm.CompletionOutput`` (sampled-token log-probs requested).
 
     ``metadata["weight_versions"]``: ``[(version, start, end)]`` spans of response tokens per policy version;
@@ -62,7 +65,7 @@ def completion_from_output(prompt: Any, prompt_ids: list[int], out, default_vers
     if out.logprobs is None:
         raise RuntimeError("vLLM returned no logprobs; the request must set logprobs >= 0")
     logprobs = [float(pos[tok].logprob) for pos, tok in zip(out.logprobs, token_ids)]
-    spans = [(int(s.version), s.start, s.end) for s in (out.weight_versions or [])]
+    spans = [(int(s.version), s.start, s.end) for s in (getattr(out, "weight_versions", None) or [])]
     meta: dict[str, Any] = {"weight_versions": spans}
     if out.stop_reason is not None:
         meta["stop"] = out.stop_reason
@@ -77,7 +80,8 @@ def completion_from_output(prompt: Any, prompt_ids: list[int], out, default_vers
         logprobs=logprobs,
         stop_reason=out.finish_reason,
         generator_version=spans[0][0] if spans else default_version,
-        generator_version_last=spans[-1][0] if spans else default_version,
+        generator_version_last=spans[-1][0] if spans else (last_version if last_version is not None
+                                                           else default_version),
         metadata=meta,
     )
 
@@ -90,6 +94,7 @@ class VLLMEngine:
         self.version = config.initial_version
         self.engine = None
         self.tokenizer = None
+        self._labels_tokens = False  # vLLM labels each sampled token with its weight version (≥ 0.32)
         self._update_lock = asyncio.Lock()
         self._reaper = None
         self._engine_pids: list[tuple[int, float]] = []
@@ -116,7 +121,8 @@ class VLLMEngine:
             raise
         self._engine_pids = [p for p in engine_descendants() if p not in before]
         logger.info("vLLM engine processes: %s", _describe(self._engine_pids))
-        await self.engine.update_weight_version(str(self.version))
+        self._labels_tokens = hasattr(self.engine, "update_weight_version")
+        await self._label(self.version)
         await catch_up(self)
 
     def _sampling(self, override: Any):
@@ -135,14 +141,28 @@ class VLLMEngine:
             raise RuntimeError("VLLMEngine.generate called before start()")
         prompt_ids = encode_prompt(self.tokenizer, prompt)
         sp = self._sampling(sampling_params)
-        final = None
+        final, submitted = None, self.version
         async for out in self.engine.generate({"prompt_token_ids": prompt_ids}, sp, uuid.uuid4().hex):
             final = out
         if final is None or len(final.outputs) != sp.n:
             got = 0 if final is None else len(final.outputs)
             raise RuntimeError(f"vLLM returned {got} completions for n={sp.n}")
         outs = sorted(final.outputs, key=lambda o: o.index)
-        return [completion_from_output(prompt, prompt_ids, o, self.version, final.prompt_logprobs) for o in outs]
+        return [completion_from_output(prompt, prompt_ids, o, submitted, final.prompt_logprobs, self.version)
+                for o in outs]
+
+    def _pause_kwargs(self) -> dict[str, Any]:
+        """``mode="keep"`` freezes in-flight requests in place (vLLM ≥ 0.32); older builds pause without it
+        (they let running requests finish first), which is slower but still correct."""
+        import inspect
+
+        params = inspect.signature(self.engine.pause_generation).parameters
+        return {k: v for k, v in {"mode": "keep", "clear_cache": True}.items() if k in params}
+
+    async def _label(self, version: int) -> None:
+        """Tell vLLM to label the tokens it samples from now on with ``version`` (where it can)."""
+        if self._labels_tokens:
+            await self.engine.update_weight_version(str(version))
 
     async def update_weights(self, version: int) -> dict[str, float]:
         """Load policy ``version`` from the store without draining; returns timings (seconds)."""
@@ -155,13 +175,13 @@ class VLLMEngine:
             t0 = time.perf_counter()
             folder = await version_folder(self.config, version)
             t1 = time.perf_counter()
-            await self.engine.pause_generation(mode="keep", clear_cache=True)
+            await self.engine.pause_generation(**self._pause_kwargs())
             t2 = time.perf_counter()
             try:
                 with ws.reading(ws.policy_prefix(version)):  # the files cannot be recycled mid-reload
                     # vLLM's public in-place reload; it maps the safetensors files and reads them in place.
                     await self.engine.collective_rpc("reload_weights", kwargs={"weights_path": folder})
-                await self.engine.update_weight_version(str(version))
+                await self._label(version)
                 self.version = version
             finally:
                 t3 = time.perf_counter()
