@@ -202,7 +202,11 @@ async def main(cfg: GRPOConfig, resume: str | None = None) -> dict[str, Any]:
     """Run GRPO as configured; returns the summary written to ``<run>/summary.json``."""
     session = await RunSession.start(cfg, resume)
     stop = GracefulStop().install()
-    svc = await launch(cfg, session)
+    try:
+        svc = await launch(cfg, session)
+    except BaseException:
+        session.close()  # the store and logger; actors already up stop with this process
+        raise
     try:
         await session.restore(svc)
         evaluator = Evaluator(cfg, svc.policy)

@@ -80,10 +80,10 @@ async def main(cfg: SFTConfig, resume: str | None = None) -> dict[str, Any]:
         launches.append(Generator.options(procs=g.procs, num_replicas=g.num_replicas, with_gpus=g.with_gpus)
                         .as_service(engine_args={"seed": cfg.run.seed, **g.engine_args, "model": model_path},
                                     sampling_params=dict(g.sampling_params), backend=g.backend))
-    actors = await asyncio.gather(*launches)
-    trainer, policy = actors[0], (actors[1] if len(actors) > 1 else None)
-    step, stopped_early, accuracy = 0, False, None
+    step, stopped_early, accuracy, trainer, policy = 0, False, None, None, None
     try:
+        actors = await asyncio.gather(*launches)
+        trainer, policy = actors[0], (actors[1] if len(actors) > 1 else None)
         if resume and (run.path / "sft_state.json").exists():
             state = json.loads((run.path / "sft_state.json").read_text())
             first(await trainer.load.call(state["trainer_checkpoint"]))

@@ -137,4 +137,4 @@ def test_grpo_async_runs_and_summarises(workdir):
     # staleness bound: nothing trained on was sampled more than max_policy_age (1) versions before
     assert max(r["buffer/sampled_policy_age_max"] for r in rows) <= 1
     assert any("eval/accuracy" in r for r in rows[:-1]), "periodic evaluation at step 2"
-    assert "eval/pass@2" in summary
+    assert 0.0 <= summary["pass@2"] <= 1.0
