@@ -136,9 +136,12 @@ async def test_request_in_flight_across_an_update(env):
     svc, model_dir = env["svc"], env["model_dir"]
     env["w"][2] = _perturbed(env["w"][1], seed=2)
     await ws.put_state_dict(env["w"][2], ws.policy_prefix(2))  # ready before the request starts
-    long = {"n": 8, "max_tokens": MAX_MODEL_LEN - 8, "ignore_eos": True, "temperature": 1.0}
+    # ~500 sequential decode steps: over a second even on an idle machine. The update is sent 0.3 s in, so it
+    # lands mid-request whether the machine is idle (fast decode) or loaded (slow decode); a longer wait made the
+    # test flaky on an idle machine, where the request finished first.
+    long = {"n": 16, "max_tokens": MAX_MODEL_LEN - 8, "ignore_eos": True, "temperature": 1.0}
     task = asyncio.create_task(svc.generate.route([7, 8, 9], sampling_params=long))
-    await asyncio.sleep(1.0)  # the request is decoding
+    await asyncio.sleep(0.3)  # the request is decoding
     assert not task.done(), "the long request finished before the update; make it longer"
     await ws.commit(ws.policy_prefix(2))
     await svc.update_weights.fanout(2)

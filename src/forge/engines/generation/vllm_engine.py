@@ -203,6 +203,11 @@ class VLLMEngine:
         """
         if self.engine is not None:
             engine, self.engine = self.engine, None
+            # Stop AsyncLLM's output handler first: left running, it sees the EngineCore exit during shutdown and
+            # logs an EngineDeadError traceback at ERROR level on every normal stop.
+            handler = getattr(engine, "output_handler", None)
+            if handler is not None:
+                handler.cancel()
             try:
                 await asyncio.to_thread(engine.shutdown, grace_s)
             finally:
