@@ -446,3 +446,28 @@ attempt("shm", lambda: open("/dev/shm/forge-cross-{MARK}").read())
     assert w.stdout == "written\n" and w.exit_code == 0
     _all_denied(r)
     assert elapsed < w.duration_s + r.duration_s - 0.5  # they did overlap in time
+
+
+def test_timeout_during_sandbox_setup_kills_everything():
+    """A timeout that fires while bwrap is still setting up must neither hang nor orphan the program.
+
+    Before the sandbox's init was killed directly (its pid from --info-fd), SIGKILLing bwrap before it armed
+    --die-with-parent left the program running with our pipes open: CI hung for 180 s on 1.5 s timeouts under
+    load, and 0.003 s timeouts reproduced it here in 4 runs of 6."""
+    sandbox = Sandbox(CFG)
+    before = {p.pid for p in psutil.process_iter()}
+
+    async def many():
+        runs = [sandbox.execute("import time; time.sleep(30)", timeout=t)
+                for t in (0.002, 0.003, 0.004, 0.005) * 15 + (0.01, 0.05, 0.2)]
+        return await asyncio.wait_for(asyncio.gather(*runs), timeout=30)
+
+    t0 = time.monotonic()
+    results = asyncio.run(many())
+    assert time.monotonic() - t0 < 30
+    assert all(r.timed_out and r.exit_code == KILLED_BY_FORGE for r in results)
+    time.sleep(0.5)
+    alive = [(p.pid, p.info["cmdline"]) for p in psutil.process_iter(["uids", "cmdline", "status"])
+             if p.pid not in before and p.info["uids"] and p.info["uids"].real == SANDBOX_UID
+             and p.info["status"] != psutil.STATUS_ZOMBIE]
+    assert alive == []

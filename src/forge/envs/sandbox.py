@@ -19,8 +19,8 @@ Covered (each has a program in ``tests/integration/test_sandbox_hostile.py``):
   * Processes: new pid, ipc, uts, cgroup and user namespaces; the program cannot see or signal host processes
     (killing "the parent" only reaches the sandbox's own init). When the program's main process exits, the
     namespace's init exits and the kernel kills every process left inside (no daemons survive). A wall-clock
-    timeout SIGKILLs the bwrap process group; ``--die-with-parent`` tears the sandbox down if the host-side
-    process dies.
+    timeout SIGKILLs the namespace's init (its host pid comes from bwrap's ``--info-fd``), then the bwrap
+    process group; ``--die-with-parent`` tears the sandbox down if the host-side process dies.
   * Privileges: all capabilities dropped, ``no_new_privs`` (setuid binaries do not elevate), no nested user
     namespaces (``--disable-userns``), a new session (no TIOCSTI into the caller's terminal). When forge runs as
     root, bwrap itself is started as an unprivileged host uid (``sandbox_uid``), so even a namespace escape lands
@@ -48,6 +48,8 @@ Not covered (use a VM, gVisor or a dedicated host when these matter):
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import platform
 import shutil
@@ -63,6 +65,7 @@ from pathlib import Path
 SANDBOX_DIR = "/sandbox"  # where the program file is placed (read-only) inside the sandbox
 PROGRAM_PATH = f"{SANDBOX_DIR}/main.py"
 KILLED_BY_FORGE = -9  # exit_code when forge killed the run (timeout or output cap)
+logger = logging.getLogger(__name__)
 
 
 class SandboxUnavailableError(RuntimeError):
@@ -287,9 +290,10 @@ class Sandbox:
         uid = self.config.sandbox_uid
         return [SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *argv]
 
-    def _bwrap_argv(self, code_fd: int | None, seccomp_fd: int | None, probe: bool = False) -> list[str]:
+    def _bwrap_argv(self, code_fd: int | None, seccomp_fd: int | None, probe: bool = False,
+                    info_fd: int | None = None) -> list[str]:
         cfg = self.config
-        argv = [cfg.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--uid", "65534", "--gid",
+        argv = [cfg.bwrap] + (["--info-fd", str(info_fd)] if info_fd is not None else []) + ["--unshare-all", "--unshare-user", "--disable-userns", "--uid", "65534", "--gid",
                 "65534", "--hostname", "sandbox", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
                 "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8", "--setenv",
                 "HOME", "/tmp", "--setenv", "PYTHONHASHSEED", "0"]
@@ -332,13 +336,13 @@ class Sandbox:
         fds = [_memfd("forge-program", code.encode())]
         if self._seccomp is not None:
             fds.append(_memfd("forge-seccomp", self._seccomp))
-        try:
-            argv = self._as_sandbox_user(self._bwrap_argv(fds[0], fds[1] if len(fds) > 1 else None))
-            return await _supervise(argv, stdin, timeout, self.config.max_output_bytes, pass_fds=tuple(fds),
-                                    cwd="/", isolated=True, **self._spawn_user_kwargs())
-        finally:
-            for fd in fds:
-                os.close(fd)
+        info_read, info_write = os.pipe()
+        fds.append(info_write)
+        argv = self._as_sandbox_user(self._bwrap_argv(fds[0], fds[1] if self._seccomp is not None else None,
+                                                      info_fd=info_write))
+        # _supervise owns the fds from here: it closes our copies once the child holds its own.
+        return await _supervise(argv, stdin, timeout, self.config.max_output_bytes, pass_fds=tuple(fds),
+                                cwd="/", isolated=True, info_fd=info_read, **self._spawn_user_kwargs())
 
     async def _run_weak(self, code: str, stdin: bytes | None, timeout: float) -> ExecutionResult:
         # Opt-in fallback without bubblewrap: rlimits, empty environment, private cwd, timeout. No isolation.
@@ -373,9 +377,49 @@ async def _feed_stdin(proc: asyncio.subprocess.Process, data: bytes | None) -> N
         pass  # the program exited (or closed stdin) before reading everything: not an error of ours
 
 
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    # start_new_session=True made bwrap a process-group leader: SIGKILL the group. bwrap's init inside the pid
-    # namespace dies with it (--die-with-parent), and the kernel then kills everything in the namespace.
+async def _sandbox_init(info_fd: int) -> int | None:
+    """A pidfd on the sandbox's init (pid 1 of its pid namespace), from bwrap's ``--info-fd`` JSON
+    (``{"child-pid": N}``, written right after bwrap clones it); None if bwrap exited before cloning."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                                os.fdopen(info_fd, "rb", buffering=0))
+    text = b""
+    try:
+        while chunk := await reader.read(4096):
+            text += chunk
+            try:
+                pid = int(json.loads(text)["child-pid"])
+            except ValueError:
+                continue  # the document is not complete yet
+            try:
+                return os.pidfd_open(pid)  # a pidfd cannot be fooled by pid reuse once we hold it
+            except ProcessLookupError:
+                return None  # the sandbox already ended
+        return None
+    finally:
+        transport.close()
+
+
+async def _kill_sandbox(proc: asyncio.subprocess.Process, init: asyncio.Future | None) -> None:
+    """SIGKILL the sandbox's pid namespace, then the bwrap process group.
+
+    The namespace's init goes first: bwrap arms ``--die-with-parent`` in the child only after it is cloned, so
+    SIGKILLing bwrap in that window orphaned a sandbox that then ran unsupervised, holding our pipes open (CI on a
+    loaded machine hung on exactly this with 1.5 s timeouts). Killing pid 1 of a pid namespace makes the kernel
+    kill every process in it. If bwrap has not cloned yet, waiting for ``--info-fd`` lets it finish doing so.
+    """
+    if init is not None:
+        try:
+            pidfd = await asyncio.wait_for(asyncio.shield(init), timeout=10.0)
+        except (asyncio.TimeoutError, OSError):
+            pidfd = None
+        if pidfd is not None:
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # it ended on its own meanwhile
+    # start_new_session=True made bwrap a process-group leader: SIGKILL the group.
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -383,12 +427,26 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
 
 
 async def _supervise(argv: list[str], stdin: bytes | None, timeout: float, cap: int, *, isolated: bool,
-                     **popen_kwargs) -> ExecutionResult:
-    """Spawn ``argv``, feed stdin, read capped output, enforce the wall-clock timeout, always reap."""
+                     info_fd: int | None = None, **popen_kwargs) -> ExecutionResult:
+    """Spawn ``argv``, feed stdin, read capped output, enforce the wall-clock timeout, always reap.
+
+    ``pass_fds`` are closed here once the child holds them. ``info_fd``: the read end of bwrap's ``--info-fd``
+    pipe (owned from here on), to kill the sandbox's pid namespace directly."""
     start = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        start_new_session=True, limit=1 << 20, **popen_kwargs)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True, limit=1 << 20, **popen_kwargs)
+    except BaseException:
+        if info_fd is not None:
+            os.close(info_fd)
+        raise
+    finally:
+        # The child has its copies now. Our copy of the --info-fd write end must go, or its EOF (bwrap exited
+        # before cloning the sandbox) would never arrive.
+        for fd in popen_kwargs.get("pass_fds", ()):
+            os.close(fd)
+    init = asyncio.ensure_future(_sandbox_init(info_fd)) if info_fd is not None else None
     overflow = asyncio.Event()
     out, err = bytearray(), bytearray()
     readers = [asyncio.ensure_future(_read_capped(s, b, cap, overflow))
@@ -403,15 +461,23 @@ async def _supervise(argv: list[str], stdin: bytes | None, timeout: float, cap: 
         killed = done_wait not in done  # the timeout fired or an output stream reached the cap
     finally:
         if killed or proc.returncode is None:
-            _kill_group(proc)  # also when our caller cancelled us: leave nothing running
-        await proc.wait()
+            await _kill_sandbox(proc, init)  # also when our caller cancelled us: leave nothing running
+        # proc.wait() also waits for the pipes to close: EOF arrives once every holder is dead (the namespace's
+        # processes die with its init). The bound guards the caller against anything that outlives that.
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=10.0)
+        except asyncio.TimeoutError:
+            logger.warning("sandbox pid %d: a process still holds its output pipes 10 s after the run ended",
+                           proc.pid)
         overflow_wait.cancel()
         feeder.cancel()
-        # EOF arrives once every holder of the pipes is dead (the namespace's processes die with its init); the
-        # bound only guards against a kernel that does not tear the namespace down.
-        await asyncio.wait(readers, timeout=5.0)
+        await asyncio.wait(readers, timeout=1.0)
         for task in (*readers, done_wait):
             task.cancel()
+        if init is not None:
+            init.cancel()
+            if init.done() and not init.cancelled() and init.exception() is None and init.result() is not None:
+                os.close(init.result())
     truncated = overflow.is_set()
     timed_out = killed and not truncated
     exit_code = KILLED_BY_FORGE if killed else proc.returncode
