@@ -61,11 +61,13 @@ class Echo(ForgeActor):
         os._exit(code)
 
     @endpoint
-    async def spawn_child(self) -> int:
-        """Start a detached `sleep` (own session, like an engine's worker); returns its pid."""
+    async def spawn_child(self, clean_env: bool = False) -> int:
+        """Start a detached `sleep` (own session, like an engine's worker); returns its pid. ``clean_env``: without
+        the mesh's FORGE_MESH_* marker, as vLLM starts its EngineCore."""
         import subprocess
 
-        return subprocess.Popen(["sleep", "600"], start_new_session=True).pid  # noqa: ASYNC220 - returns at once
+        env = {k: v for k, v in os.environ.items() if not (clean_env and k.startswith("FORGE_MESH_"))}
+        return subprocess.Popen(["sleep", "600"], start_new_session=True, env=env).pid  # noqa: ASYNC220
 
     @concurrent_endpoint
     async def freeze(self, seconds: float) -> None:

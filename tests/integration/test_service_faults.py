@@ -142,11 +142,12 @@ async def test_subprocesses_of_a_dead_or_stopped_replica_are_reaped():
         os.kill(replica.pids[0], signal.SIGKILL)  # the child survives its parent's death...
         await wait_until(lambda: replica.restarts == 1 and replica.healthy, 60, "the replica to restart")
         await wait_until(lambda: _gone(orphan), 10, "the dead incarnation's subprocess to be reaped")
-        child = await svc.spawn_child.route()  # ...and a live replica's child goes with a normal shutdown
-        assert not _gone(child)
+        child = await svc.spawn_child.route()  # ...and a live replica's child goes with a normal shutdown,
+        unmarked = await svc.spawn_child.route(clean_env=True)  # even one without the mesh's environment marker
+        assert not _gone(child) and not _gone(unmarked)
     finally:
         await svc.shutdown()
-    await wait_until(lambda: _gone(child), 10, "the subprocess to be reaped at shutdown")
+    await wait_until(lambda: _gone(child) and _gone(unmarked), 10, "the subprocesses to be reaped at shutdown")
 
 
 _CONTROLLER = textwrap.dedent("""

@@ -204,12 +204,16 @@ class Provisioner:
             return
         handle.stopped = True
         self._meshes.pop(id(handle), None)
+        # Snapshot the mesh's whole process tree first: subprocesses its actors started (vLLM's EngineCore and
+        # workers) do not carry the mesh's environment marker, and once their parent is stopped they are
+        # reparented out of reach.
+        tree = mesh_process_tree(handle.mesh_id)
         try:
             await asyncio.wait_for(_await(handle.proc_mesh.stop()), timeout_s)
         except Exception as e:  # noqa: BLE001 - a crashed mesh may refuse a clean stop; its processes are gone
             logger.info("stopping mesh %s: %s", handle.name, e)
         finally:
-            killed = reap_mesh_processes(handle.mesh_id)
+            killed = sorted(set(reap_mesh_processes(handle.mesh_id) + _kill_survivors(tree)))
             if killed:
                 logger.info("mesh %s: killed %d leftover process(es) %s", handle.name, len(killed), killed)
             if handle.gpus:
@@ -225,22 +229,63 @@ class Provisioner:
 
 def reap_mesh_processes(mesh_id: str) -> list[int]:
     """SIGKILL every process whose environment holds FORGE_MESH_ID=<mesh_id>; returns their pids."""
+    killed = []
+    for pid in _marked_pids(mesh_id):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except ProcessLookupError:
+            continue
+    return killed
+
+
+def mesh_process_tree(mesh_id: str) -> list[tuple[int, float]]:
+    """(pid, start time) of every process marked FORGE_MESH_ID=<mesh_id> and of all their descendants."""
+    import psutil
+
+    marked = set(_marked_pids(mesh_id))
+    out = {}
+    for pid in marked:
+        try:
+            root = psutil.Process(pid)
+            for p in [root, *root.children(recursive=True)]:
+                out[p.pid] = p.create_time()
+        except psutil.NoSuchProcess:
+            continue
+    return sorted(out.items())
+
+
+def _kill_survivors(tree: list[tuple[int, float]]) -> list[int]:
+    """SIGKILL the processes of ``tree`` still alive (same pid *and* start time: never a recycled pid)."""
+    import psutil
+
+    killed = []
+    for pid, created in tree:
+        try:
+            p = psutil.Process(pid)
+            if abs(p.create_time() - created) < 1e-3 and p.status() != psutil.STATUS_ZOMBIE:
+                p.kill()
+                killed.append(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return killed
+
+
+def _marked_pids(mesh_id: str) -> list[int]:
     if not mesh_id:
         return []
     needle = f"FORGE_MESH_ID={mesh_id}".encode()
-    killed = []
+    pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle not in f.read().split(b"\0"):
-                    continue
-            os.kill(int(entry), signal.SIGKILL)
-            killed.append(int(entry))
-        except (OSError, ProcessLookupError):
+                if needle in f.read().split(b"\0"):
+                    pids.append(int(entry))
+        except OSError:
             continue  # gone already, or not ours to read
-    return killed
+    return pids
 
 
 async def _await(fut: Any) -> Any:

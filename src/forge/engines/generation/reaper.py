@@ -37,7 +37,10 @@ def start_reaper(pids: list[tuple[int, float]] = ()) -> subprocess.Popen:
     args = [sys.executable, "-m", "forge.engines.generation.reaper", str(os.getpid())]
     args += [f"{pid}:{ct!r}" for pid, ct in pids]
     # start_new_session: the watchdog must not die with the owner's process group when the owner is killed.
-    return subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+    # No FORGE_MESH_* marker: the provisioner SIGKILLs every process carrying its mesh's marker when it stops a
+    # mesh, and a watchdog killed together with its owner would leave the engine running (CI caught this).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_MESH_")}
+    return subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
 
 
 def stop_reaper(proc: subprocess.Popen | None) -> None:
