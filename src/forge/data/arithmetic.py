@@ -17,11 +17,14 @@ ARITHMETIC_SPLITS = {"sft": (0.0, 0.4), "rl": (0.4, 0.7), "test": (0.7, 1.0)}  #
 _MAX_OPERAND = 99
 
 
-def arithmetic_sample(a: int, b: int) -> Sample:
-    """The sample for ``a + b``: prompt ``f"{a:02d}+{b:02d}="``, target ``str(a + b)``, exact-match scoring."""
+def arithmetic_sample(a: int, b: int, scorer: str = "exact") -> Sample:
+    """The sample for ``a + b``: prompt ``f"{a:02d}+{b:02d}="``, target ``str(a + b)``, scored by ``scorer``
+    (``exact`` match, or ``digits``: exact with partial credit per digit, a shaped reward for RL)."""
     if not (0 <= a <= _MAX_OPERAND and 0 <= b <= _MAX_OPERAND):
         raise ValueError(f"operands must be in 0..{_MAX_OPERAND}, got {a} and {b}")
-    return Sample(f"{a:02d}+{b:02d}=", str(a + b), {"task": "exact", "a": a, "b": b})
+    if scorer not in ("exact", "digits"):
+        raise ValueError(f"arithmetic scorer must be 'exact' or 'digits', got {scorer!r}")
+    return Sample(f"{a:02d}+{b:02d}=", str(a + b), {"task": scorer, "a": a, "b": b})
 
 
 def arithmetic_pairs(split: str, seed: int = 0) -> list[tuple[int, int]]:
@@ -34,7 +37,8 @@ def arithmetic_pairs(split: str, seed: int = 0) -> list[tuple[int, int]]:
     return pairs[round(lo * len(pairs)) : round(hi * len(pairs))]
 
 
-def arithmetic_dataset(split: str, seed: int = 0, max_samples: int | None = None) -> PromptDataset:
-    """The arithmetic samples of ``split`` (the first ``max_samples`` of it when given)."""
+def arithmetic_dataset(split: str, seed: int = 0, max_samples: int | None = None,
+                       scorer: str = "exact") -> PromptDataset:
+    """The arithmetic samples of ``split`` (the first ``max_samples`` of it when given), scored by ``scorer``."""
     pairs = arithmetic_pairs(split, seed)[:max_samples]
-    return PromptDataset([arithmetic_sample(a, b) for a, b in pairs], name=f"arithmetic/{split}")
+    return PromptDataset([arithmetic_sample(a, b, scorer) for a, b in pairs], name=f"arithmetic/{split}")

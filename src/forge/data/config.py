@@ -27,7 +27,9 @@ class DatasetConfig:
     subset: str | None = None  # hf: dataset configuration name (e.g. "main")
     prompt_key: str = "prompt"  # jsonl/hf: field holding the prompt (rows with "messages" are read as chats)
     target_key: str = "answer"  # jsonl/hf: field holding the reference answer
-    scorer: Literal["numeric", "exact"] = "numeric"  # jsonl/hf: score the final number, or the exact text
+    # jsonl/hf: score the final number, or the exact text. arithmetic: exact (the default whatever is set here,
+    # unless "digits": exact with partial credit per digit, a shaped reward for RL; keep eval sets exact)
+    scorer: Literal["numeric", "exact", "digits"] = "numeric"
     task: str = "gsm_symbolic"  # reasoning_gym: task name
     task_args: dict[str, Any] = field(default_factory=dict)  # reasoning_gym: task config (e.g. min_terms)
     size: int = 1000  # reasoning_gym: problems generated
@@ -52,7 +54,7 @@ def build_dataset(cfg: DatasetConfig, tokenizer: Any = None) -> PromptDataset:
     ``tokenizer`` (an HF tokenizer) overrides ``cfg.tokenizer`` (loaded with ``AutoTokenizer`` otherwise).
     """
     if cfg.source == "arithmetic":
-        ds = arithmetic_dataset(cfg.split, cfg.seed, cfg.max_samples)
+        ds = arithmetic_dataset(cfg.split, cfg.seed, cfg.max_samples, "digits" if cfg.scorer == "digits" else "exact")
     elif cfg.source == "jsonl":
         ds = load_jsonl(cfg.path, cfg.prompt_key, cfg.target_key, cfg.scorer)
     elif cfg.source == "hf":

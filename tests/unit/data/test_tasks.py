@@ -14,6 +14,7 @@ from forge.data import (
     Sample,
     answers_match,
     arithmetic_pairs,
+    arithmetic_sample,
     build_dataset,
     extract_final_answer,
     load_gsm8k,
@@ -42,6 +43,22 @@ def test_arithmetic_split_is_deterministic_disjoint_and_complete():
     assert score_response("48", s) == 0.0 and score_response("49 ", s) == 1.0 and score_response("490", s) == 0.0
     with pytest.raises(ValueError, match="unknown arithmetic split 'train'"):
         arithmetic_pairs("train")
+
+
+def test_digits_scorer_gives_partial_credit_per_aligned_digit():
+    d = Sample("57+68=", "125", {"task": "digits"})
+    # by hand: exact 1; same length, k of 3 digits right from the units end -> 0.5 * k / 3; other lengths 0
+    assert score_response("125", d) == 1.0 and score_response(" 125\n", d) == 1.0
+    assert score_response("124", d) == pytest.approx(0.5 * 2 / 3)
+    assert score_response("135", d) == pytest.approx(0.5 * 2 / 3)
+    assert score_response("025", d) == pytest.approx(0.5 * 2 / 3)
+    assert score_response("999", d) == 0.0 and score_response("25", d) == 0.0 and score_response("1250", d) == 0.0
+    assert score_response("", d) == 0.0
+    rl = build_dataset(DatasetConfig(source="arithmetic", split="rl", scorer="digits", max_samples=3))
+    held_out = build_dataset(DatasetConfig(source="arithmetic", split="test", scorer="numeric", max_samples=3))
+    assert {s.task for s in rl} == {"digits"} and {s.task for s in held_out} == {"exact"}
+    with pytest.raises(ValueError, match="'exact' or 'digits'"):
+        arithmetic_sample(1, 2, scorer="numeric")
 
 
 def test_final_answer_extraction_and_matching():
