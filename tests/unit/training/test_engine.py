@@ -294,3 +294,19 @@ def test_packed_rows_equal_separate_documents(tiny_model):
     unpacked = TextTrainBatch(packed.input_ids, packed.target_ids, packed.target_mask)  # cross-document attention
     e.clear_gradients()
     assert abs(e.forward_backward(unpacked).loss - total.item()) > 1e-4
+
+
+def test_rl_step_logs_the_entropy_of_the_trained_tokens():
+    from forge.engines.training.losses import build_step_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=g)
+    targets = torch.randint(0, 11, (3, 5), generator=g)
+    mask = torch.tensor([[0, 1, 1, 1, 0], [0, 0, 1, 1, 1], [1, 1, 0, 0, 0]], dtype=torch.float32)
+    batch = RLBatch(input_ids=targets, target_ids=targets, loss_mask=mask, advantages=torch.tensor([1.0, -1.0, 0.5]),
+                    generator_logprobs=torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0] * mask)
+    loss_fn = build_step_loss("grpo", {})
+    _, metrics = loss_fn(logits, batch, loss_fn.normalizer(batch), temperature=0.5)
+    p = torch.softmax(logits.double() / 0.5, -1)  # second implementation: H = -Σ p log p at the trained temperature
+    entropy = -(p * p.log()).sum(-1)
+    assert metrics["loss/entropy"] == pytest.approx(float((entropy * mask).sum() / mask.sum()), rel=1e-5)

@@ -71,8 +71,11 @@ class PolicyGradientLoss:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """logits: [b, T, V] for the micro-batch rows of ``batch`` → (loss, the loss's metrics)."""
         from forge.rl.loss import LossInput
+        from forge.rl.loss.ops import compute_logprobs
 
-        trainer_logprobs = token_logprobs(logits, batch.target_ids, temperature)  # [b, T]
+        # The entropy comes from the same pass over the logits (no second full-vocabulary read); it is logged as
+        # loss/entropy (the end-of-run plot's entropy panel), never differentiated.
+        trainer_logprobs, entropy = compute_logprobs(logits, batch.target_ids, temperature, return_entropy=True)
         inp = LossInput(
             trainer_logprobs=trainer_logprobs,
             generator_logprobs=batch.generator_logprobs,
@@ -81,7 +84,7 @@ class PolicyGradientLoss:
             ref_logprobs=batch.ref_logprobs,
             old_logprobs=batch.old_logprobs,
         )
-        loss, metrics = self.loss_fn.from_logprobs(inp, normalizer=normalizer)
+        loss, metrics = self.loss_fn.from_logprobs(inp, normalizer=normalizer, entropy=entropy.detach())
         return loss, {k: float(v) for k, v in metrics.items()}
 
 
