@@ -12,7 +12,7 @@ __all__ = ["DEFAULT_PANELS", "plot_run", "read_metrics"]
 DEFAULT_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("reward", ("reward/mean", "reward/avg", "reward/*")),
     ("eval accuracy", ("eval/accuracy", "eval/acc*", "eval/*")),
-    ("KL", ("loss/kl", "kl*")),
+    ("KL", ("loss/kl", "loss/kl_generator", "kl*")),  # to the reference model if there is one, else to the generator
     ("entropy", ("loss/entropy", "generator/entropy", "entropy*")),
     ("step time (s)", ("time/step",)),
 )

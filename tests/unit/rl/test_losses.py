@@ -321,6 +321,9 @@ def test_loss_from_logits_equals_loss_from_logprobs():
         p = torch.softmax(logits.detach() / 0.9, -1)
         entropy = -(p * p.log()).sum(-1)
         assert metrics["loss/entropy"] == pytest.approx(float((entropy * mask).sum() / mask.sum()))
+        # KL(trainer ‖ generator) by hand: k3 = exp(gen - logp) - (gen - logp) - 1, mean over trained tokens
+        r = (gen - logp.detach())[mask.bool()]
+        assert metrics["loss/kl_generator"] == pytest.approx(float((r.exp() - r - 1).mean()))
 
 
 def test_kl_metric_and_errors():

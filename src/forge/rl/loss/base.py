@@ -165,6 +165,10 @@ class PolicyLoss(ABC):
             stats["loss/total"] = loss.detach()
             if entropy is not None:
                 stats["loss/entropy"] = ops.masked_mean(entropy, mask)
+            # KL(trainer ‖ generator), k3 on the sampled tokens: how far the policy has moved from the one that
+            # sampled the batch (staleness + numerics); the plot's KL panel when there is no reference model.
+            stats["loss/kl_generator"] = ops.masked_mean(
+                ops.compute_kl(inp.trainer_logprobs.detach(), inp.generator_logprobs, mask, "k3"), mask)
             stats["loss/num_tokens"] = (mask != 0).sum()
         return loss, _to_floats(stats)
 
