@@ -214,7 +214,7 @@ class ShmStore:
         shutil.rmtree(folder, ignore_errors=True)
         names = sorted(os.listdir(bin_), key=lambda n: os.stat(os.path.join(bin_, n)).st_mtime
                        if os.path.exists(os.path.join(bin_, n)) else 0)
-        for n in names[:-MAX_RECYCLED] if len(names) > MAX_RECYCLED else []:
+        for n in names[:-MAX_RECYCLED]:  # all but the newest MAX_RECYCLED (none when there are fewer)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(bin_, n))
 

@@ -96,6 +96,7 @@ class VLLMEngine:
         self.engine = None
         self.tokenizer = None
         self._labels_tokens = False  # vLLM labels each sampled token with its weight version (≥ 0.32)
+        self._pause_kwargs: dict[str, Any] = {}  # what this vLLM's pause_generation accepts (set in start)
         self._update_lock = asyncio.Lock()
         self._reaper = None
         self._engine_pids: list[tuple[int, float]] = []
@@ -129,6 +130,7 @@ class VLLMEngine:
         self._engine_pids = [p for p in engine_descendants() if p not in before]
         logger.info("vLLM engine processes: %s", _describe(self._engine_pids))
         self._labels_tokens = hasattr(self.engine, "update_weight_version")
+        self._pause_kwargs = _supported_pause_kwargs(self.engine)
         await self._label(self.version)
         await catch_up(self)
 
@@ -158,14 +160,6 @@ class VLLMEngine:
         return [completion_from_output(prompt, prompt_ids, o, submitted, final.prompt_logprobs, self.version)
                 for o in outs]
 
-    def _pause_kwargs(self) -> dict[str, Any]:
-        """``mode="keep"`` freezes in-flight requests in place (vLLM ≥ 0.32); older builds pause without it
-        (they let running requests finish first), which is slower but still correct."""
-        import inspect
-
-        params = inspect.signature(self.engine.pause_generation).parameters
-        return {k: v for k, v in {"mode": "keep", "clear_cache": True}.items() if k in params}
-
     async def _label(self, version: int) -> None:
         """Tell vLLM to label the tokens it samples from now on with ``version`` (where it can)."""
         if self._labels_tokens:
@@ -182,7 +176,7 @@ class VLLMEngine:
             t0 = time.perf_counter()
             folder = await version_folder(self.config, version)
             t1 = time.perf_counter()
-            await self.engine.pause_generation(**self._pause_kwargs())
+            await self.engine.pause_generation(**self._pause_kwargs)
             t2 = time.perf_counter()
             try:
                 with ws.reading(ws.policy_prefix(version)):  # the files cannot be recycled mid-reload
@@ -221,6 +215,15 @@ class VLLMEngine:
                 _kill_remaining(self._engine_pids, timeout=grace_s)
         stop_reaper(self._reaper)
         self._reaper = None
+
+
+def _supported_pause_kwargs(engine) -> dict[str, Any]:
+    """``mode="keep"`` freezes in-flight requests in place (vLLM ≥ 0.32); older builds pause without it
+    (they let running requests finish first), which is slower but still correct."""
+    import inspect
+
+    params = inspect.signature(engine.pause_generation).parameters
+    return {k: v for k, v in {"mode": "keep", "clear_cache": True}.items() if k in params}
 
 
 def _describe(pids: list[tuple[int, float]]) -> str:
