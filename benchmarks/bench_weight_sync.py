@@ -106,7 +106,7 @@ async def run(args) -> None:
     engine_args.update({"gpu_memory_utilization": 0.5} if args.device == "cuda" else {"enforce_eager": True})
     t0 = time.perf_counter()
     gen = await Generator.options(procs=1, with_gpus=args.device == "cuda").as_actor(
-        engine_args=engine_args, sampling_params={"max_tokens": 4})
+        engine_args=engine_args, sampling_params={"max_tokens": 4}, weight_load=args.weight_load)
     print(f"generator start: {time.perf_counter() - t0:.1f} s")
     try:
         rows = []
@@ -122,7 +122,8 @@ async def run(args) -> None:
             t2 = time.perf_counter()
             assert await gen.get_version.call_one() == v
             rows.append({"put_s": t1 - t0, "update_s": t2 - t1, "total_s": t2 - t0, **timings})
-            print(f"  v{v}: put {t1 - t0:.3f} s  update {t2 - t1:.3f} s (engine reload {timings['reload_s']:.3f} s, "
+            how = "in place" if "bytes" in timings else "vLLM reload_weights"
+            print(f"  v{v}: put {t1 - t0:.3f} s  update {t2 - t1:.3f} s (engine load, {how}: {timings['reload_s']:.3f} s, "
                   f"paused {timings['paused_s']:.3f} s)  total {t2 - t0:.3f} s")
         base_gbps = memcpy_gbps(trainer_sd, args.device)
         # Versions 1..keep+1 are written into fresh shared memory; from then on the store recycles the pages of
@@ -152,6 +153,8 @@ def main(argv=None) -> None:
                                                           "qwen3-1.7b on CUDA)")
     p.add_argument("--model-dir", default=None, help="use this HF folder instead of building --model-shape")
     p.add_argument("--versions", type=int, default=8, help="weight versions pushed")
+    p.add_argument("--weight-load", default="auto", choices=["auto", "inplace", "reload"],
+                   help="the generator's weight_load (auto: in place on CUDA, vLLM reload_weights on CPU)")
     p.add_argument("--cache-dir", default=tempfile.gettempdir(), help="where built model folders are cached")
     args = p.parse_args(argv)
     args.model_shape = args.model_shape or ("qwen3-1.7b" if args.device == "cuda" else "cpu-500mb")

@@ -91,6 +91,8 @@ class GeneratorSection:
     sampling_params: dict[str, Any] = field(default_factory=dict)  # extra defaults (n/temperature/max_tokens
     #                                                                 come from the grpo section)
     backend: Literal["vllm", "hf"] = "vllm"  # generation backend
+    weight_load: Literal["auto", "inplace", "reload"] = "auto"  # how vLLM loads a new version (see
+    #                                                             forge.engines.generation.config.WEIGHT_LOADS)
     procs: int = 1  # processes per replica (tensor parallel on GPU)
     num_replicas: int = 1  # generator replicas behind the service
     with_gpus: bool = False  # give each process a GPU

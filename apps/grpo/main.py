@@ -175,7 +175,7 @@ async def launch(cfg: GRPOConfig, session: RunSession) -> Services:
     policy, trainer, dataloader, reward, replay_buffer = await asyncio.gather(
         Generator.options(procs=g.procs, num_replicas=g.num_replicas, with_gpus=g.with_gpus).as_service(
             engine_args=engine_args, sampling_params=sampling, backend=g.backend,
-            initial_version=session.version),
+            initial_version=session.version, weight_load=g.weight_load),
         TitanTrainer.options(procs=t.procs, with_gpus=t.with_gpus).as_actor(session.trainer_config()),
         DatasetActor.options(procs=1).as_actor(session.dataset_config()),
         RewardActor.options(procs=1).as_actor(grader=TaskReward()),

@@ -79,7 +79,8 @@ async def main(cfg: SFTConfig, resume: str | None = None) -> dict[str, Any]:
         g = cfg.generator
         launches.append(Generator.options(procs=g.procs, num_replicas=g.num_replicas, with_gpus=g.with_gpus)
                         .as_service(engine_args={"seed": cfg.run.seed, **g.engine_args, "model": model_path},
-                                    sampling_params=dict(g.sampling_params), backend=g.backend))
+                                    sampling_params=dict(g.sampling_params), backend=g.backend,
+                                    weight_load=g.weight_load))
     step, stopped_early, accuracy, trainer, policy = 0, False, None, None, None
     try:
         actors = await asyncio.gather(*launches)

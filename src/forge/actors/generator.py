@@ -32,12 +32,13 @@ class Generator(ForgeActor):
     """Serves ``generate`` from a vLLM (or transformers) engine and loads new policy versions from the store."""
 
     def __init__(self, engine_args: Any = None, sampling_params: Any = None, *, backend: str = "vllm",
-                 initial_version: int = 0, update_timeout_s: float = 120.0, weight_source: Any = None):
+                 initial_version: int = 0, update_timeout_s: float = 120.0, weight_source: Any = None,
+                 weight_load: str = "auto"):
         if engine_args is None:
             raise ValueError("Generator needs engine_args, e.g. {'model': '/path/to/hf_model'}")
         self.config = GeneratorConfig.build(engine_args, sampling_params, backend=backend,
                                             initial_version=initial_version, update_timeout_s=update_timeout_s,
-                                            weight_source=weight_source)
+                                            weight_source=weight_source, weight_load=weight_load)
         self.engine = None
 
     @endpoint

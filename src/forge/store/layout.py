@@ -156,6 +156,21 @@ class MappedPart:
                 warnings.simplefilter("ignore", UserWarning)  # "buffer is not writable": read maps are never written
                 self._bytes = torch.frombuffer(self._mm, dtype=torch.uint8)
 
+    @property
+    def nbytes(self) -> int:
+        return self.header.file_size
+
+    def data_ptr(self) -> int:
+        """Address of the mapping's first byte (page-aligned), e.g. for ``cudaHostRegister``."""
+        return self._bytes.data_ptr()
+
+    def rewrite_header(self, header: PartHeader) -> None:
+        """Write ``header`` (same file size) into a writable mapping reused for a new put."""
+        if header.file_size != self.header.file_size:
+            raise ValueError(f"{self.path}: header for {header.file_size} bytes, file has {self.header.file_size}")
+        self.header = header
+        self._mm[: header.data_start] = header.header_bytes()
+
     def view(self, name: str) -> torch.Tensor:
         """The full tensor ``name``: [*shape], backed by the file (no copy)."""
         s = self.header.tensors[name]

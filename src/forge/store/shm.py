@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from forge.store import pinned
 from forge.store.layout import MappedPart, PartHeader, part_file_name, plan_part, read_header
 from forge.store.sharding import global_meta, read_into, write_shard
 
@@ -88,6 +89,10 @@ def _split_key(key: str) -> tuple[str, str]:
     if any(p in ("", ".", "..") or p.startswith(".") for p in parts):
         raise ValueError(f"store key {key!r} has an empty, '.', '..' or hidden path component")
     return "/".join(parts[:-1]), parts[-1]
+
+
+def _on_cuda(state_dict: dict[str, torch.Tensor]) -> bool:
+    return any(t.device.type == "cuda" for t in state_dict.values())
 
 
 def _dist_rank_world() -> tuple[int, int]:
@@ -158,6 +163,12 @@ class ShmStore:
         plan = plan_part({n: global_meta(t) for n, t in state_dict.items()})
         path = os.path.join(folder, fname)
         recycled = self._claim_recycled(path, plan.file_size)
+        if _on_cuda(state_dict) and pinned.available():
+            # GPU → store: a DMA into the page-locked mapping (cached per file, kept open; see pinned.py).
+            part = pinned.mapped_part(path, plan, write_header=True)
+            written = sum(write_shard(part.view(n), t) for n, t in state_dict.items())
+            torch.cuda.synchronize()  # the bytes are in the file before the caller commits
+            return written
         part = MappedPart(path, plan, writable=True, populate=recycled)
         try:
             written = sum(write_shard(part.view(n), t) for n, t in state_dict.items())

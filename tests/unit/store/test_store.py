@@ -172,3 +172,35 @@ async def test_dropped_version_files_are_recycled_unless_being_read(store):
     assert ws.versions() == [4, 5]
     with pytest.raises(LookupError, match="dropped"), ws.reading(ws.policy_prefix(2)):
         pass
+
+
+def test_rewrite_header_reuses_a_mapping_for_another_layout(tmp_path):
+    """What a cached (page-locked) writer mapping does when a recycled file of the same size gets a new version
+    with other tensor names: the file must read back as the new layout, byte for byte."""
+    from forge.store.layout import MappedPart, read_header
+
+    a = plan_part({"w": (torch.float32, (4, 4)), "b": (torch.float32, (4,))})
+    b = plan_part({"w": (torch.float32, (4, 4)), "c": (torch.float32, (4,))})  # same size, other name
+    assert a.file_size == b.file_size
+    path = str(tmp_path / "part.safetensors")
+    part = MappedPart(path, a, writable=True)
+    part.view("w").fill_(1.0)
+    part.view("b").fill_(2.0)
+    part.rewrite_header(b)
+    part.view("c").copy_(torch.arange(4.0))
+    del part
+    got = load_file(path)
+    assert read_header(path).tensors.keys() == {"w", "c"}
+    assert torch.equal(got["c"], torch.arange(4.0)) and torch.equal(got["w"], torch.ones(4, 4))
+    other = plan_part({"w": (torch.float32, (5, 4))})
+    with pytest.raises(ValueError, match="header for .* bytes, file has"):
+        MappedPart(path, b, writable=True).rewrite_header(other)
+
+
+def test_cpu_puts_do_not_touch_the_page_locked_cache(store):
+    """Without CUDA tensors the store maps, writes and unmaps (nothing cached, nothing registered)."""
+    from forge.store import pinned
+
+    store.put_state_dict(_sd(), "policy/v1")
+    assert pinned.cached_files() == 0
+    assert pinned.available() == torch.cuda.is_available()

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 BACKENDS = ("vllm", "hf")
+# How the vLLM backend loads a new version: "inplace" copies the store's tensors straight into the engine's live
+# parameters (CUDA, unquantized dense models; vllm_worker.py), "reload" uses vLLM's reload_weights (any model,
+# CPU included), "auto" picks "inplace" wherever it is valid.
+WEIGHT_LOADS = ("auto", "inplace", "reload")
 
 # Sampling keys the hf backend implements; vLLM accepts any SamplingParams field.
 HF_SAMPLING_KEYS = {"n", "temperature", "top_p", "top_k", "max_tokens", "seed", "stop_token_ids", "logprobs",
@@ -50,10 +54,13 @@ class GeneratorConfig:
     #                            host's store are fetched from it over RDMA (None: same host, shared memory)
     catch_up_on_start: bool = True  # after start, load the newest complete store version if newer (a restarted
     #                                 replica then serves what the others serve, not initial_version)
+    weight_load: str = "auto"  # vLLM backend: "auto", "inplace" or "reload" (see WEIGHT_LOADS)
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise ValueError(f"GeneratorConfig.backend={self.backend!r}; valid backends: {list(BACKENDS)}")
+        if self.weight_load not in WEIGHT_LOADS:
+            raise ValueError(f"GeneratorConfig.weight_load={self.weight_load!r}; valid: {list(WEIGHT_LOADS)}")
         if not self.engine_args.get("model"):
             raise ValueError("GeneratorConfig.engine_args needs 'model': the folder of an HF model")
         if self.backend == "hf":

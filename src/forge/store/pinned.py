@@ -1,0 +1,110 @@
+"""Part files mapped once and page-locked for CUDA (``cudaHostRegister``), reused across policy versions.
+
+Why (issue 5, H100 figures in docs/PERFORMANCE.md): a copy between GPU memory and an ordinary mapping of a
+``/dev/shm`` file goes through the driver's staging buffer; the trainer's GPU → store put ran at 7.7 GB/s and
+vLLM's reload from the folder at 3.6 GB/s, where a DMA to or from page-locked memory runs at ~54 GB/s. Registering
+the mapping makes the copy a direct DMA with no extra buffer. Registration is costly (every page is faulted in and
+locked), so it is done once per *file*: the store recycles the files of dropped versions (same inode, new name,
+``shm.py``), and this cache keeps each file's registered mapping, keyed by inode, for as long as the file exists.
+
+Used by both ends of a weight push on CUDA machines: the trainer's ``put_state_dict`` (writer) and the generator's
+in-place load (``forge.engines.generation.vllm_worker``, reader). Lifetime: an entry is dropped (unregistered and
+unmapped) at the next call after its file is deleted, so a deleted version's pages are held until then at most.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+import torch
+
+from forge.store.layout import MappedPart, PartHeader
+
+MAX_FILES = 8  # registered files kept per process; the store keeps ~keep_versions + 1 live at a time
+
+
+@dataclass
+class _Entry:
+    part: MappedPart
+    fd: int  # held open to see when the file is deleted (st_nlink == 0)
+    ptr: int
+    size: int
+
+
+_CACHE: dict[tuple[int, int], _Entry] = {}
+_LOCK = threading.Lock()
+
+
+def available() -> bool:
+    """True where mappings can be registered: a CUDA device and a torch exposing ``cudaHostRegister``."""
+    return torch.cuda.is_available() and hasattr(torch.cuda.cudart(), "cudaHostRegister")
+
+
+def mapped_part(path: str, header: PartHeader, write_header: bool) -> MappedPart:
+    """A read-write, CUDA-registered mapping of the part file ``path``, cached by inode.
+
+    ``write_header``: (re)write ``header`` into the file (the writer; a recycled file may have held another
+    layout). The mapping is shared: callers must not ``close()`` it; it lives until the file is deleted.
+    Raises ``RuntimeError`` if CUDA refuses the registration.
+    """
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino)
+    with _LOCK:
+        _evict_deleted()
+        entry = _CACHE.get(key)
+        if entry is not None and entry.size != header.file_size:
+            _drop(key)
+            entry = None
+        if entry is None:
+            entry = _register(path, header, write_header)
+            while len(_CACHE) >= MAX_FILES:  # oldest first (dicts keep insertion order)
+                _drop(next(iter(_CACHE)))
+            _CACHE[key] = entry
+        elif write_header:
+            entry.part.rewrite_header(header)
+        else:
+            entry.part.header = header
+        return entry.part
+
+
+def _register(path: str, header: PartHeader, write_header: bool) -> _Entry:
+    # Read-write even for a reader: registering a read-only mapping needs cudaHostRegisterReadOnly, which not every
+    # driver supports. Nothing is written through a reader's mapping.
+    part = MappedPart(path, header, writable=True, write_header=write_header)
+    if part.nbytes == 0:
+        return _Entry(part, os.open(path, os.O_RDONLY), 0, 0)
+    ptr = part.data_ptr()
+    torch.cuda.init()
+    err = torch.cuda.cudart().cudaHostRegister(ptr, header.file_size, 0)
+    if int(err) != 0:
+        part.close()
+        raise RuntimeError(f"cudaHostRegister of {path} ({header.file_size} bytes) failed: "
+                           f"{torch.cuda.cudart().cudaGetErrorString(err)}")
+    return _Entry(part, os.open(path, os.O_RDONLY), ptr, header.file_size)
+
+
+def _drop(key: tuple[int, int]) -> None:
+    entry = _CACHE.pop(key)
+    if entry.size:
+        torch.cuda.cudart().cudaHostUnregister(entry.ptr)
+    entry.part.close()
+    os.close(entry.fd)
+
+
+def _evict_deleted() -> None:
+    for key in [k for k, e in _CACHE.items() if os.fstat(e.fd).st_nlink == 0]:
+        _drop(key)
+
+
+def release_all() -> None:
+    """Unregister and unmap every cached file (end of a run, or before the process gives its GPU up)."""
+    with _LOCK:
+        for key in list(_CACHE):
+            _drop(key)
+
+
+def cached_files() -> int:
+    """How many registered files this process holds (for tests and metrics)."""
+    return len(_CACHE)
