@@ -23,7 +23,6 @@ import time
 
 import torch
 
-
 # Layer methods whose post-load processing is the identity on CUDA: a parameter loaded in place is what the kernel
 # reads. Anything else (quantized linears, fused MoE weight shuffles, MLA's absorbed projections) derives other
 # tensors after loading, so an in-place load would leave them stale.
