@@ -3,8 +3,9 @@ into the live parameters, and the engine then serves exactly the pushed weights.
 
 The test process plays the trainer and puts CUDA tensors (the page-locked writer path of ``forge.store.pinned``).
 Reference: a transformers forward pass in fp32 on the CPU over the same tokens with the pushed weights. Tolerance
-(fp32 engine on GPU vs fp32 on CPU): mean |Δ log-prob| <= 1e-3 per token, max <= 1e-2; the previous version's
-weights must be off by more than 1e-2 on average (the update really landed).
+(fp32 engine on the GPU vs fp32 on the CPU; the GPU kernels differ: 5e-4 to 1e-3 mean seen on an H100):
+mean |Δ log-prob| <= 5e-3 per token, max <= 5e-2; against the previous version's weights the mean must exceed 0.1
+(0.8 to 1.3 seen), so a load that did not land cannot pass.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.timeout(600), pytest.mark.asyncio(loo
 if not torch.cuda.is_available():
     pytest.skip("needs CUDA", allow_module_level=True)
 
-MEAN_TOL, MAX_TOL = 1e-3, 1e-2
+MEAN_TOL, MAX_TOL = 5e-3, 5e-2
 MAX_MODEL_LEN = 512
 FIXED = list(b"The quick brown fox jumps over the lazy dog. 0123456789")
 
@@ -104,7 +105,7 @@ async def test_inplace_load_serves_each_pushed_version(env):
         print(f"v{v}: mean |Δ| vs pushed {mean_new:.2e} (max {max(d_new):.2e}), vs previous {mean_old:.2e}; "
               f"reload {timings['reload_s']:.4f} s")
         assert mean_new <= MEAN_TOL and max(d_new) <= MAX_TOL, (v, mean_new, max(d_new))
-        assert mean_old > 1e-2, (v, mean_old)
+        assert mean_old > 0.1, (v, mean_old)
         assert out[0].generator_version == v
     assert pinned.cached_files() == ws.get_store().config.keep_versions + 1  # v4 reused v1's registered file
 

@@ -14,6 +14,9 @@ unmapped) at the next call after its file is deleted, so a deleted version's pag
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import glob
 import os
 import threading
 from dataclasses import dataclass
@@ -37,9 +40,38 @@ _CACHE: dict[tuple[int, int], _Entry] = {}
 _LOCK = threading.Lock()
 
 
+_PORTABLE = 1  # cudaHostRegisterPortable: page-locked for every CUDA context of the process, not just the current
+
+
 def available() -> bool:
-    """True where mappings can be registered: a CUDA device and a torch exposing ``cudaHostRegister``."""
-    return torch.cuda.is_available() and hasattr(torch.cuda.cudart(), "cudaHostRegister")
+    """True where mappings can be registered: a CUDA device and the CUDA runtime library."""
+    return torch.cuda.is_available() and _cudart() is not None
+
+
+@functools.cache
+def _cudart():
+    """The CUDA runtime through ctypes, which releases the GIL during the call.
+
+    torch's ``torch.cuda.cudart().cudaHostRegister`` holds the GIL, and registering a few GB takes seconds
+    (every page is faulted in and locked): long enough to starve the process's other threads — in a Monarch
+    controller, its supervision, which then declares the process's meshes dead (seen on the H100).
+    """
+    names = ["libcudart.so.13", "libcudart.so.12", "libcudart.so"]
+    names += sorted(glob.glob(os.path.join(os.path.dirname(torch.__file__), "..", "nvidia", "*", "lib",
+                                           "libcudart.so*")))
+    for name in names:
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        lib.cudaHostRegister.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint]
+        lib.cudaHostRegister.restype = ctypes.c_int
+        lib.cudaHostUnregister.argtypes = [ctypes.c_void_p]
+        lib.cudaHostUnregister.restype = ctypes.c_int
+        lib.cudaGetErrorString.argtypes = [ctypes.c_int]
+        lib.cudaGetErrorString.restype = ctypes.c_char_p
+        return lib
+    return None
 
 
 def mapped_part(path: str, header: PartHeader, write_header: bool) -> MappedPart:
@@ -49,7 +81,8 @@ def mapped_part(path: str, header: PartHeader, write_header: bool) -> MappedPart
     layout). The mapping is shared: callers must not ``close()`` it; it lives until the file is deleted.
     Raises ``RuntimeError`` if CUDA refuses the registration.
     """
-    st = os.stat(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT if write_header else os.O_RDONLY, 0o644)  # the writer may create it
+    st = os.fstat(fd)
     key = (st.st_dev, st.st_ino)
     with _LOCK:
         _evict_deleted()
@@ -58,37 +91,43 @@ def mapped_part(path: str, header: PartHeader, write_header: bool) -> MappedPart
             _drop(key)
             entry = None
         if entry is None:
-            entry = _register(path, header, write_header)
+            try:
+                entry = _register(path, fd, header, write_header)
+            except BaseException:
+                os.close(fd)
+                raise
             while len(_CACHE) >= MAX_FILES:  # oldest first (dicts keep insertion order)
                 _drop(next(iter(_CACHE)))
             _CACHE[key] = entry
-        elif write_header:
-            entry.part.rewrite_header(header)
         else:
-            entry.part.header = header
+            os.close(fd)  # the entry holds its own
+            if write_header:
+                entry.part.rewrite_header(header)
+            else:
+                entry.part.header = header
         return entry.part
 
 
-def _register(path: str, header: PartHeader, write_header: bool) -> _Entry:
+def _register(path: str, fd: int, header: PartHeader, write_header: bool) -> _Entry:
     # Read-write even for a reader: registering a read-only mapping needs cudaHostRegisterReadOnly, which not every
     # driver supports. Nothing is written through a reader's mapping.
     part = MappedPart(path, header, writable=True, write_header=write_header)
     if part.nbytes == 0:
-        return _Entry(part, os.open(path, os.O_RDONLY), 0, 0)
+        return _Entry(part, fd, 0, 0)
     ptr = part.data_ptr()
     torch.cuda.init()
-    err = torch.cuda.cudart().cudaHostRegister(ptr, header.file_size, 0)
-    if int(err) != 0:
+    err = _cudart().cudaHostRegister(ptr, header.file_size, _PORTABLE)
+    if err != 0:
         part.close()
         raise RuntimeError(f"cudaHostRegister of {path} ({header.file_size} bytes) failed: "
-                           f"{torch.cuda.cudart().cudaGetErrorString(err)}")
-    return _Entry(part, os.open(path, os.O_RDONLY), ptr, header.file_size)
+                           f"{_cudart().cudaGetErrorString(err).decode()}")
+    return _Entry(part, fd, ptr, header.file_size)
 
 
 def _drop(key: tuple[int, int]) -> None:
     entry = _CACHE.pop(key)
     if entry.size:
-        torch.cuda.cudart().cudaHostUnregister(entry.ptr)
+        _cudart().cudaHostUnregister(entry.ptr)
     entry.part.close()
     os.close(entry.fd)
 

