@@ -189,6 +189,18 @@ async def test_vllm_config_and_versions_dropped(env):
     assert ws.versions() == [1, 2]  # keep_versions=2: version 0 never stored, nothing older kept
 
 
+async def test_y_a_version_that_does_not_fit_is_refused_and_serving_goes_on(env):
+    svc, w2 = env["svc"], env["w"][2]
+    bad = dict(w2)
+    bad["model.norm.weight"] = w2["model.norm.weight"][: w2["model.norm.weight"].shape[0] // 2].clone()
+    await _push(bad, 3)
+    with pytest.raises(Exception, match=r"policy version 3 does not fit.*model.norm.weight: pushed"):
+        await svc.update_weights.fanout(3)
+    assert await svc.get_version.fanout() == [2, 2]
+    comps = await svc.generate.route("2+2=")
+    assert len(comps) == 4 and all(c.generator_version == 2 for c in comps)
+
+
 async def test_zz_shutdown_leaves_no_engine_processes(env):
     from forge.actors.generator import Generator
 

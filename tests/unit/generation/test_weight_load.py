@@ -34,3 +34,16 @@ async def test_inplace_on_cpu_fails_before_starting_an_engine(tmp_path):
     with pytest.raises(ValueError, match=r"weight_load='inplace' is not possible here: no CUDA device.*'reload'"):
         await engine.start()
     assert engine.engine is None and engine.weight_load == "reload"
+
+
+def test_a_version_that_does_not_fit_is_refused_before_loading():
+    from forge.engines.generation.vllm_engine import check_fits
+
+    served = {"model.embed_tokens.weight": (256, 64), "model.norm.weight": (64,), "lm_head.weight": (256, 64)}
+    check_fits(served, dict(served), 3)
+    check_fits(served, {"model.embed_tokens.weight": (256, 64), "model.norm.weight": (64,)}, 3)  # tied lm_head
+    check_fits({}, {"anything": (1,)}, 3)  # nothing known about the served checkpoint: no check
+    with pytest.raises(ValueError, match=r"version 4 does not fit.*1 tensors missing \['model.norm.weight'\]"):
+        check_fits(served, {"model.embed_tokens.weight": (256, 64)}, 4)
+    with pytest.raises(ValueError, match=r"1 with another shape \['model.norm.weight: pushed \(32,\), served \(64,\)'\]"):
+        check_fits(served, {"model.embed_tokens.weight": (256, 64), "model.norm.weight": (32,)}, 5)

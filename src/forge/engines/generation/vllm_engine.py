@@ -104,6 +104,7 @@ class VLLMEngine:
         self._labels_tokens = False  # vLLM labels each sampled token with its weight version (≥ 0.32)
         self._pause_kwargs: dict[str, Any] = {}  # what this vLLM's pause_generation accepts (set in start)
         self.weight_load = "reload"  # what config.weight_load resolved to at start()
+        self._shapes: dict[str, tuple[int, ...]] = {}  # HF name -> shape of the served checkpoint's tensors
         self._update_lock = asyncio.Lock()
         self._reaper = None
         self._engine_pids: list[tuple[int, float]] = []
@@ -134,6 +135,7 @@ class VLLMEngine:
         if wanted != "reload" and not blockers:
             args["worker_extension_cls"] = WORKER_EXTENSION
         self.tokenizer = load_tokenizer(self.config.engine_args)
+        self._shapes = tensor_shapes(args["model"])
         before = set(engine_descendants())
         self._reaper = start_reaper()  # before the engine: covers a kill during the (long) start too
         before |= set(engine_descendants())
@@ -213,6 +215,7 @@ class VLLMEngine:
                 return {}
             t0 = time.perf_counter()
             folder = await version_folder(self.config, version)
+            check_fits(self._shapes, tensor_shapes(folder), version)  # before touching the served weights
             t1 = time.perf_counter()
             await self.engine.pause_generation(**self._pause_kwargs)
             t2 = time.perf_counter()
@@ -257,6 +260,37 @@ class VLLMEngine:
                 _kill_remaining(self._engine_pids, timeout=grace_s)
         stop_reaper(self._reaper)
         self._reaper = None
+
+
+def tensor_shapes(folder: str) -> dict[str, tuple[int, ...]]:
+    """``{name: shape}`` from the headers of the safetensors files in ``folder`` (no data read; {} if none)."""
+    from forge.store.layout import read_header
+
+    out: dict[str, tuple[int, ...]] = {}
+    if os.path.isdir(folder):
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".safetensors"):
+                out.update({k: s.shape for k, s in read_header(os.path.join(folder, name)).tensors.items()})
+    return out
+
+
+def check_fits(served: dict[str, tuple[int, ...]], pushed: dict[str, tuple[int, ...]], version: int) -> None:
+    """Refuse a pushed version that would load only in part: a missing tensor or a changed shape would leave the
+    engine serving a mix of two policies (or fail halfway through the load). Extra tensors are allowed (e.g. a
+    tied ``lm_head.weight``, which vLLM skips). ``served`` empty (a checkpoint not in safetensors): no check."""
+    if not served:
+        return
+    # Tensors vLLM does not load anyway: a tied lm_head (some checkpoints store it; trainers may not push it) and
+    # the rotary inverse frequencies older checkpoints carry.
+    optional = {k for k in served if k == "lm_head.weight" or k.endswith("rotary_emb.inv_freq")}
+    missing = sorted(set(served) - set(pushed) - optional)
+    wrong = [f"{k}: pushed {tuple(pushed[k])}, served {tuple(served[k])}"
+             for k in sorted(set(served) & set(pushed)) if tuple(pushed[k]) != tuple(served[k])]
+    if missing or wrong:
+        raise ValueError(
+            f"policy version {version} does not fit the served model, so it was not loaded (still serving the "
+            f"previous version): {len(missing)} tensors missing {missing[:3]}, {len(wrong)} with another shape "
+            f"{wrong[:3]}. Push the full HF state dict of the same architecture.")
 
 
 def _static_inplace_blockers(engine_args: dict[str, Any], cuda: bool) -> list[str]:
