@@ -25,7 +25,7 @@ import torch
 
 from forge.store.layout import MappedPart, PartHeader
 
-MAX_FILES = 8  # registered files kept per process; the store keeps ~keep_versions + 1 live at a time
+_PORTABLE = 1  # cudaHostRegisterPortable: page-locked for every CUDA context of the process, not just the current
 
 
 @dataclass
@@ -38,9 +38,6 @@ class _Entry:
 
 _CACHE: dict[tuple[int, int], _Entry] = {}
 _LOCK = threading.Lock()
-
-
-_PORTABLE = 1  # cudaHostRegisterPortable: page-locked for every CUDA context of the process, not just the current
 
 
 def available() -> bool:
@@ -96,8 +93,8 @@ def mapped_part(path: str, header: PartHeader, write_header: bool) -> MappedPart
             except BaseException:
                 os.close(fd)
                 raise
-            while len(_CACHE) >= MAX_FILES:  # oldest first (dicts keep insertion order)
-                _drop(next(iter(_CACHE)))
+            # No size cap: an entry pins pages that exist anyway (the store bounds its live files), and evicting
+            # one could pull a mapping from under a caller still reading it.
             _CACHE[key] = entry
         else:
             os.close(fd)  # the entry holds its own
