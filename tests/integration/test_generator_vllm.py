@@ -182,14 +182,7 @@ async def test_hf_backend_agrees_with_vllm_on_greedy(env):
         assert v.generator_version == h.generator_version == 2
 
 
-async def test_vllm_config_and_versions_dropped(env):
-    cfgs = await env["svc"].get_vllm_config.fanout()
-    assert [c.model_config.max_model_len for c in cfgs] == [MAX_MODEL_LEN] * 2
-    assert cfgs[0].model_config.enforce_eager is True
-    assert ws.versions() == [1, 2]  # keep_versions=2: version 0 never stored, nothing older kept
-
-
-async def test_y_a_version_that_does_not_fit_is_refused_and_serving_goes_on(env):
+async def test_a_version_that_does_not_fit_is_refused_and_serving_goes_on(env):
     svc, w2 = env["svc"], env["w"][2]
     bad = dict(w2)
     bad["model.norm.weight"] = w2["model.norm.weight"][: w2["model.norm.weight"].shape[0] // 2].clone()
@@ -199,6 +192,13 @@ async def test_y_a_version_that_does_not_fit_is_refused_and_serving_goes_on(env)
     assert await svc.get_version.fanout() == [2, 2]
     comps = await svc.generate.route("2+2=")
     assert len(comps) == 4 and all(c.generator_version == 2 for c in comps)
+
+
+async def test_vllm_config_and_versions_dropped(env):
+    cfgs = await env["svc"].get_vllm_config.fanout()
+    assert [c.model_config.max_model_len for c in cfgs] == [MAX_MODEL_LEN] * 2
+    assert cfgs[0].model_config.enforce_eager is True
+    assert ws.versions() == [2, 3]  # keep_versions=2: the refused version 3 is stored (complete), 1 was dropped
 
 
 async def test_zz_shutdown_leaves_no_engine_processes(env):
