@@ -65,8 +65,6 @@ async def env():
     work = tempfile.mkdtemp(prefix="forge-gen-gpu-")
     spec = TinyModelSpec(hidden_size=256, num_heads=4, num_kv_heads=2, intermediate_size=1024, seed=3)
     model_dir = str(build_tiny_model(os.path.join(work, "model"), spec))
-    old_store = os.environ.get("FORGE_STORE_DIR")
-    ws.configure(tempfile.mkdtemp(dir="/dev/shm", prefix="forge-gen-gpu-store-"))
     engine = VLLMEngine(GeneratorConfig(
         engine_args={"model": model_dir, "dtype": "float32", "max_model_len": MAX_MODEL_LEN, "seed": 0,
                      "gpu_memory_utilization": 0.3},
@@ -77,12 +75,7 @@ async def env():
         yield {"engine": engine, "model_dir": model_dir, "w": {0: w0}}
     finally:
         await engine.shutdown()
-        pinned.release_all()
-        ws.get_store().destroy()
-        if old_store is None:
-            os.environ.pop("FORGE_STORE_DIR", None)
-        else:
-            os.environ["FORGE_STORE_DIR"] = old_store
+        pinned.release_all()  # the store folder itself is the suite's per-module one (tests/conftest.py)
         shutil.rmtree(work, ignore_errors=True)
 
 
