@@ -156,10 +156,6 @@ class MappedPart:
                 warnings.simplefilter("ignore", UserWarning)  # "buffer is not writable": read maps are never written
                 self._bytes = torch.frombuffer(self._mm, dtype=torch.uint8)
 
-    @property
-    def nbytes(self) -> int:
-        return self.header.file_size
-
     def data_ptr(self) -> int:
         """Address of the mapping's first byte (page-aligned), e.g. for ``cudaHostRegister``."""
         return self._bytes.data_ptr()

